@@ -1,0 +1,216 @@
+//! Attribute sets to the two-map form described in `weft_schema::attributes`.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use datafusion::arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringBuilder};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use weft_schema::AttributeType;
+use std::sync::Arc;
+
+/// Renders a value as stored in an `…attributes` map, with its type.
+/// `None` text means an empty AnyValue.
+pub fn render(value: Option<&AnyValue>) -> (Option<String>, AttributeType) {
+    let Some(value) = value.and_then(|v| v.value.as_ref()) else {
+        return (None, AttributeType::Empty);
+    };
+    match value {
+        Value::StringValue(s) => (Some(s.clone()), AttributeType::String),
+        Value::BoolValue(b) => (Some(b.to_string()), AttributeType::Bool),
+        Value::IntValue(i) => (Some(i.to_string()), AttributeType::Int),
+        Value::DoubleValue(d) => (Some(render_double(*d)), AttributeType::Double),
+        Value::BytesValue(b) => (Some(BASE64.encode(b)), AttributeType::Bytes),
+        Value::ArrayValue(array) => {
+            let mut out = String::new();
+            write_array_json(&mut out, &array.values);
+            (Some(out), AttributeType::Array)
+        }
+        Value::KvlistValue(list) => {
+            let mut out = String::new();
+            write_kvlist_json(&mut out, &list.values);
+            (Some(out), AttributeType::KvList)
+        }
+        // Profiling-only reference into a string table we do not have: keep the index.
+        Value::StringValueStrindex(i) => (Some(i.to_string()), AttributeType::StringIndex),
+    }
+}
+
+/// Rust's `Display` for `f64` is the shortest text that parses back to the same value.
+fn render_double(d: f64) -> String {
+    if d.is_nan() {
+        "NaN".to_owned()
+    } else if d.is_infinite() {
+        if d > 0.0 { "Infinity".to_owned() } else { "-Infinity".to_owned() }
+    } else {
+        d.to_string()
+    }
+}
+
+/// OTLP/JSON encoding of an AnyValue, used inside arrays and key-value lists so
+/// nested values keep their exact types.
+fn write_any_value_json(out: &mut String, value: &AnyValue) {
+    let Some(value) = &value.value else {
+        out.push_str("{}");
+        return;
+    };
+    match value {
+        Value::StringValue(s) => {
+            out.push_str("{\"stringValue\":");
+            write_json_string(out, s);
+            out.push('}');
+        }
+        Value::BoolValue(b) => {
+            let _ = write!(out, "{{\"boolValue\":{b}}}");
+        }
+        Value::IntValue(i) => {
+            let _ = write!(out, "{{\"intValue\":\"{i}\"}}");
+        }
+        Value::DoubleValue(d) => {
+            if d.is_finite() {
+                let _ = write!(out, "{{\"doubleValue\":{}}}", render_double(*d));
+            } else {
+                let _ = write!(out, "{{\"doubleValue\":\"{}\"}}", render_double(*d));
+            }
+        }
+        Value::BytesValue(b) => {
+            let _ = write!(out, "{{\"bytesValue\":\"{}\"}}", BASE64.encode(b));
+        }
+        Value::ArrayValue(array) => {
+            out.push_str("{\"arrayValue\":{\"values\":");
+            write_array_json(out, &array.values);
+            out.push_str("}}");
+        }
+        Value::KvlistValue(list) => {
+            out.push_str("{\"kvlistValue\":{\"values\":");
+            write_kvlist_json(out, &list.values);
+            out.push_str("}}");
+        }
+        Value::StringValueStrindex(i) => {
+            let _ = write!(out, "{{\"stringValueStrindex\":{i}}}");
+        }
+    }
+}
+
+fn write_array_json(out: &mut String, values: &[AnyValue]) {
+    out.push('[');
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_any_value_json(out, value);
+    }
+    out.push(']');
+}
+
+fn write_kvlist_json(out: &mut String, values: &[KeyValue]) {
+    out.push('[');
+    for (i, kv) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        write_json_string(out, &kv.key);
+        out.push_str(",\"value\":");
+        match &kv.value {
+            Some(v) => write_any_value_json(out, v),
+            None => out.push_str("{}"),
+        }
+        out.push('}');
+    }
+    out.push(']');
+}
+
+fn write_json_string(out: &mut String, s: &str) {
+    // serde_json's escaping is correct for every code point; a String cannot fail.
+    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+}
+
+/// Builds one attribute-set column pair: values as text, and the types of the
+/// values that are not strings.
+pub struct AttributeColumns {
+    values: MapBuilder<StringBuilder, StringBuilder>,
+    types: MapBuilder<StringBuilder, StringBuilder>,
+}
+
+fn map_builder(capacity: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    let names = MapFieldNames {
+        entry: "entries".to_owned(),
+        key: weft_schema::ATTRIBUTE_MAP_KEY.to_owned(),
+        value: weft_schema::ATTRIBUTE_MAP_VALUE.to_owned(),
+    };
+    MapBuilder::with_capacity(Some(names), StringBuilder::new(), StringBuilder::new(), capacity)
+}
+
+impl AttributeColumns {
+    pub fn with_capacity(rows: usize) -> Self {
+        Self { values: map_builder(rows), types: map_builder(rows) }
+    }
+
+    /// Appends one row holding `attributes`.
+    pub fn append(&mut self, attributes: &[KeyValue]) {
+        for kv in attributes {
+            let (text, kind) = render(kv.value.as_ref());
+            self.values.keys().append_value(&kv.key);
+            self.values.values().append_option(text);
+            if kind != AttributeType::String {
+                self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(kind.name());
+            }
+        }
+        // Appending an entry list to a map builder only fails when keys and values
+        // differ in length, which the loop above rules out.
+        let _ = self.values.append(true);
+        let _ = self.types.append(true);
+    }
+
+    /// Returns (values, types).
+    pub fn finish(&mut self) -> (ArrayRef, ArrayRef) {
+        (Arc::new(self.values.finish()), Arc::new(self.types.finish()))
+    }
+}
+
+/// The first attribute among `keys` that is present, rendered as text.
+pub fn find<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
+    keys.iter()
+        .find_map(|key| attributes.iter().find(|kv| kv.key == *key).and_then(|kv| kv.value.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    fn any(value: Value) -> AnyValue {
+        AnyValue { value: Some(value) }
+    }
+
+    #[test]
+    fn scalars_render_losslessly() {
+        assert_eq!(render(Some(&any(Value::IntValue(-42)))), (Some("-42".into()), AttributeType::Int));
+        assert_eq!(render(Some(&any(Value::DoubleValue(0.1)))), (Some("0.1".into()), AttributeType::Double));
+        assert_eq!(render(Some(&any(Value::DoubleValue(1e300)))).0.map(|s| s.parse::<f64>().ok()), Some(Some(1e300)));
+        assert_eq!(render(Some(&any(Value::BoolValue(true)))), (Some("true".into()), AttributeType::Bool));
+        assert_eq!(render(Some(&any(Value::BytesValue(vec![0, 255])))), (Some("AP8=".into()), AttributeType::Bytes));
+        assert_eq!(render(Some(&AnyValue { value: None })), (None, AttributeType::Empty));
+    }
+
+    #[test]
+    fn nested_values_render_as_otlp_json() {
+        let nested = any(Value::KvlistValue(KeyValueList {
+            values: vec![KeyValue {
+                key: "k\"".into(),
+                value: Some(any(Value::ArrayValue(ArrayValue {
+                    values: vec![any(Value::StringValue("a".into())), any(Value::IntValue(7))],
+                }))),
+                key_strindex: 0,
+            }],
+        }));
+        let (text, kind) = render(Some(&nested));
+        assert_eq!(kind, AttributeType::KvList);
+        assert_eq!(
+            text.as_deref(),
+            Some(r#"[{"key":"k\"","value":{"arrayValue":{"values":[{"stringValue":"a"},{"intValue":"7"}]}}}]"#)
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The ingest pipeline, from a decoded request to an acknowledgement:
+//!
+//! ```text
+//! receiver ──validate, convert (blocking pool)──▶ log thread ──WAL append + fsync──▶ ack
+//!                                                    │ every flush interval
+//!                                                    ▼
+//!                                  flusher task ──Parquet per hour──▶ checkpoint, WAL trimmed
+//! ```
+//!
+//! The log thread owns the write-ahead log and the buffer of converted batches;
+//! it is a plain thread because its work is blocking file I/O.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::error::ArrowError;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::convert::validate::{self, Rejected};
+use crate::convert::{metrics as metric_rows, spans as span_rows};
+use crate::flush::{FlushJob, Flusher};
+use crate::memory::{MemoryBudget, Reservation};
+use crate::wal::{Signal, Wal, WalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the collector is over its memory limit ({used} of {limit} bytes waiting to be written); retry later")]
+    Overloaded { used: usize, limit: usize },
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+    #[error("could not convert the request to Arrow: {0}")]
+    Convert(#[from] ArrowError),
+    #[error("could not make the request durable: {0}")]
+    Wal(Arc<WalError>),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// How the log thread groups and flushes.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub wal_dir: PathBuf,
+    /// How often buffered data is written to Parquet (and so becomes visible).
+    pub flush_interval: Duration,
+    /// Buffered Arrow bytes that trigger a flush before the interval ends.
+    pub flush_bytes: usize,
+    pub memory_limit: usize,
+}
+
+struct Append {
+    signal: Signal,
+    payload: Vec<u8>,
+    batch: RecordBatch,
+    reservation: Reservation,
+    ack: oneshot::Sender<Result<(), Arc<WalError>>>,
+}
+
+enum LogCommand {
+    Append(Append),
+    /// Flush everything buffered and answer when it is in Parquet.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The receivers' handle on the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    log: mpsc::Sender<LogCommand>,
+    memory: Arc<MemoryBudget>,
+    checkpoint: Arc<AtomicU64>,
+}
+
+impl Ingest {
+    /// Starts the log thread on a new WAL segment; `flusher` writes its flushes.
+    pub fn start(config: &IngestConfig, flusher: Flusher) -> Result<Self, WalError> {
+        let wal = Wal::create(&config.wal_dir)?;
+        let memory = MemoryBudget::new(config.memory_limit);
+        let checkpoint = flusher.checkpoint();
+        let (log, commands) = mpsc::channel();
+        let log_config = config.clone();
+        std::thread::Builder::new()
+            .name("weft-wal".into())
+            .spawn(move || run_log(wal, commands, flusher, &log_config))
+            .map_err(|source| WalError::Io { path: config.wal_dir.clone(), source })?;
+        Ok(Self { log, memory, checkpoint })
+    }
+
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
+    /// The last WAL segment whose data is in Parquet.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.load(Ordering::Acquire)
+    }
+
+    /// Stores the valid spans of `request` durably; returns what was rejected.
+    pub async fn export_traces(&self, mut request: ExportTraceServiceRequest) -> Result<Rejected, IngestError> {
+        let rejected = validate::traces(&mut request);
+        if span_rows::span_count(&request) == 0 {
+            return Ok(rejected);
+        }
+        let reservation = self.reserve(request.encoded_len())?;
+        let (payload, batch) = tokio::task::spawn_blocking(move || {
+            let batch = span_rows::to_record_batch(&request)?;
+            Ok::<_, ArrowError>((request.encode_to_vec(), batch))
+        })
+        .await??;
+        self.append(Signal::Traces, payload, batch, reservation).await?;
+        Ok(rejected)
+    }
+
+    /// Stores the valid data points of `request` durably; returns what was rejected.
+    pub async fn export_metrics(&self, mut request: ExportMetricsServiceRequest) -> Result<Rejected, IngestError> {
+        let rejected = validate::metrics(&mut request);
+        if metric_rows::request_data_point_count(&request) == 0 {
+            return Ok(rejected);
+        }
+        let reservation = self.reserve(request.encoded_len())?;
+        let (payload, batch) = tokio::task::spawn_blocking(move || {
+            let batch = metric_rows::to_record_batch(&request)?;
+            Ok::<_, ArrowError>((request.encode_to_vec(), batch))
+        })
+        .await??;
+        self.append(Signal::Metrics, payload, batch, reservation).await?;
+        Ok(rejected)
+    }
+
+    /// Writes everything buffered to Parquet now (used at shutdown and by tests).
+    pub async fn flush(&self) -> Result<(), IngestError> {
+        let (done, wait) = oneshot::channel();
+        self.log.send(LogCommand::Flush(done)).map_err(|_| IngestError::ShuttingDown)?;
+        wait.await.map_err(|_| IngestError::ShuttingDown)
+    }
+
+    fn reserve(&self, encoded_len: usize) -> Result<Reservation, IngestError> {
+        // Decoded OTLP in Arrow takes a few times its protobuf size.
+        self.memory.try_reserve(encoded_len.saturating_mul(4)).ok_or(IngestError::Overloaded {
+            used: self.memory.used(),
+            limit: self.memory.limit(),
+        })
+    }
+
+    async fn append(
+        &self,
+        signal: Signal,
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        mut reservation: Reservation,
+    ) -> Result<(), IngestError> {
+        reservation.resize(batch.get_array_memory_size() + payload.len());
+        let (ack, acked) = oneshot::channel();
+        let append = Append { signal, payload, batch, reservation, ack };
+        self.log.send(LogCommand::Append(append)).map_err(|_| IngestError::ShuttingDown)?;
+        acked.await.map_err(|_| IngestError::ShuttingDown)?.map_err(IngestError::Wal)
+    }
+}
+
+/// What the log thread holds between flushes.
+#[derive(Default)]
+struct Buffer {
+    spans: Vec<RecordBatch>,
+    metrics: Vec<RecordBatch>,
+    reservations: Vec<Reservation>,
+    bytes: usize,
+}
+
+/// Group commit: appends wait while a sync runs, then go to disk together.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
+fn run_log(mut wal: Wal, commands: mpsc::Receiver<LogCommand>, flusher: Flusher, config: &IngestConfig) {
+    let mut buffer = Buffer::default();
+    let mut last_flush = Instant::now();
+    loop {
+        let wait = config.flush_interval.saturating_sub(last_flush.elapsed());
+        let mut flush_waiters = Vec::new();
+        let mut group = Vec::new();
+        match commands.recv_timeout(wait) {
+            Ok(command) => {
+                let mut group_bytes = 0;
+                let mut next = Some(command);
+                while let Some(command) = next.take() {
+                    match command {
+                        LogCommand::Append(append) => {
+                            group_bytes += append.payload.len();
+                            group.push(append);
+                        }
+                        LogCommand::Flush(done) => flush_waiters.push(done),
+                    }
+                    if group_bytes < MAX_GROUP_BYTES {
+                        next = commands.try_recv().ok();
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                flush_buffer(&mut wal, &mut buffer, &flusher, Vec::new());
+                return;
+            }
+        }
+        if !group.is_empty() {
+            commit_group(&mut wal, &mut buffer, group);
+        }
+        let due = last_flush.elapsed() >= config.flush_interval || buffer.bytes >= config.flush_bytes;
+        if due || !flush_waiters.is_empty() {
+            flush_buffer(&mut wal, &mut buffer, &flusher, flush_waiters);
+            last_flush = Instant::now();
+        }
+    }
+}
+
+fn commit_group(wal: &mut Wal, buffer: &mut Buffer, group: Vec<Append>) {
+    let written = wal.append_and_sync(group.iter().map(|a| (a.signal, a.payload.as_slice())));
+    match written {
+        Ok(()) => {
+            for append in group {
+                buffer.bytes += append.reservation.bytes();
+                match append.signal {
+                    Signal::Traces => buffer.spans.push(append.batch),
+                    Signal::Metrics => buffer.metrics.push(append.batch),
+                }
+                buffer.reservations.push(append.reservation);
+                let _ = append.ack.send(Ok(()));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "write-ahead log append failed; refusing the requests in this group");
+            let error = Arc::new(error);
+            for append in group {
+                let _ = append.ack.send(Err(Arc::clone(&error)));
+            }
+        }
+    }
+}
+
+fn flush_buffer(wal: &mut Wal, buffer: &mut Buffer, flusher: &Flusher, waiters: Vec<oneshot::Sender<()>>) {
+    if buffer.spans.is_empty() && buffer.metrics.is_empty() {
+        // Nothing to write, but a waiter must still learn that earlier flushes are done.
+        flusher.send(FlushJob::barrier(waiters));
+        return;
+    }
+    let segment = match wal.rotate() {
+        Ok(closed) => closed,
+        Err(error) => {
+            // Keep buffering into the current segment; the next flush tries again.
+            tracing::error!(%error, "could not start a new write-ahead log segment");
+            flusher.send(FlushJob::barrier(waiters));
+            return;
+        }
+    };
+    let taken = std::mem::take(buffer);
+    flusher.send(FlushJob {
+        segment: Some(segment),
+        spans: taken.spans,
+        metrics: taken.metrics,
+        reservations: taken.reservations,
+        waiters,
+    });
+}
+
+/// Replays the WAL segments written after the last checkpoint into Parquet,
+/// after removing any files a crash left from their half-done flush.
+pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::flush::FlushError> {
+    std::fs::create_dir_all(wal_dir).map_err(|source| WalError::Io { path: wal_dir.to_owned(), source })?;
+    let checkpoint = crate::wal::read_checkpoint(wal_dir)?;
+    flusher.remove_unfinished_flushes(checkpoint).await?;
+    let mut replayed = 0;
+    for segment in crate::wal::list_segments(wal_dir)? {
+        if segment <= checkpoint {
+            continue;
+        }
+        let records = crate::wal::read_segment(wal_dir, segment)?;
+        let mut job = FlushJob { segment: Some(segment), ..FlushJob::default() };
+        for record in records {
+            match record.signal {
+                Signal::Traces => match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
+                    Ok(request) => {
+                        replayed += span_rows::span_count(&request);
+                        job.spans.push(span_rows::to_record_batch(&request).map_err(crate::store::StoreError::from)?);
+                    }
+                    Err(error) => tracing::error!(segment, %error, "undecodable trace record in the write-ahead log"),
+                },
+                Signal::Metrics => match ExportMetricsServiceRequest::decode(record.payload.as_slice()) {
+                    Ok(request) => {
+                        job.metrics.push(metric_rows::to_record_batch(&request).map_err(crate::store::StoreError::from)?);
+                    }
+                    Err(error) => tracing::error!(segment, %error, "undecodable metric record in the write-ahead log"),
+                },
+            }
+        }
+        flusher.write(job).await?;
+    }
+    if replayed > 0 {
+        tracing::info!(spans = replayed, "replayed the write-ahead log");
+    }
+    Ok(replayed)
+}

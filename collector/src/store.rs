@@ -1,0 +1,191 @@
+//! The Parquet store: every read and write of a data file goes through
+//! `object_store`, so the local directory can become S3, GCS or Azure without a
+//! rewrite. Encoding and decoding Parquet run off the async worker threads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::KeyValue;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use weft_schema::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("data directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// One table's files inside the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Spans,
+    Metrics,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Spans, Table::Metrics];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            Table::Spans => weft_schema::layout::SPANS_DIR,
+            Table::Metrics => weft_schema::layout::METRICS_DIR,
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => weft_schema::spans::schema(),
+            Table::Metrics => weft_schema::metrics::schema(),
+        }
+    }
+
+    /// The column whose time decides a row's hour directory.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Table::Spans => spans::START_TIME,
+            Table::Metrics => weft_schema::metrics::TIME,
+        }
+    }
+}
+
+/// Handle to the store: an object store plus, when it is a local directory, that
+/// directory (so written files can be fsynced).
+#[derive(Debug, Clone)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+impl Store {
+    /// A store in a local directory, created if missing.
+    pub fn local(root: &std::path::Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io { path: root.to_owned(), source })?;
+        let root = root.canonicalize().map_err(|source| StoreError::Io { path: root.to_owned(), source })?;
+        let objects = LocalFileSystem::new_with_prefix(&root)?;
+        Ok(Self { objects: Arc::new(objects), local_root: Some(root) })
+    }
+
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.objects)
+    }
+
+    /// The local directory behind the store, if it is one.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// Every Parquet file under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let prefix = ObjectPath::from(prefix);
+        let files: Vec<ObjectMeta> = self.objects.list(Some(&prefix)).try_collect().await?;
+        Ok(files
+            .into_iter()
+            .filter(|f| f.location.as_ref().ends_with(weft_schema::layout::PARQUET_SUFFIX))
+            .collect())
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        match self.objects.head(&ObjectPath::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `batches` as one Parquet file at `path`, durably.
+    pub async fn write_parquet(&self, table: Table, path: &str, batches: Vec<RecordBatch>) -> Result<u64, StoreError> {
+        let bytes = tokio::task::spawn_blocking(move || encode_parquet(table, &batches)).await??;
+        let size = bytes.len() as u64;
+        let location = ObjectPath::from(path);
+        self.objects.put(&location, PutPayload::from(bytes)).await?;
+        self.sync_local(path)?;
+        Ok(size)
+    }
+
+    /// The object store renames a finished file into place but does not fsync;
+    /// the write-ahead log is deleted after this, so the file must be on disk.
+    fn sync_local(&self, path: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let file = root.join(path);
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
+        if let Some(parent) = file.parent() {
+            sync(parent).map_err(|source| StoreError::Io { path: parent.to_owned(), source })?;
+        }
+        Ok(())
+    }
+
+    pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, StoreError> {
+        let bytes = self.objects.get(&ObjectPath::from(path)).await?.bytes().await?;
+        Ok(tokio::task::spawn_blocking(move || decode_parquet(bytes)).await??)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        match self.objects.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Writer settings: zstd, page statistics, dictionaries for the repetitive
+/// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
+pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, StoreError> {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_VERSION_KEY.to_owned(), SCHEMA_VERSION.to_string())]));
+    if table == Table::Spans {
+        let trace_id = ColumnPath::from(spans::TRACE_ID);
+        builder = builder
+            .set_column_bloom_filter_enabled(trace_id.clone(), true)
+            .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, 128 * 1024) as u64)
+            // Span ids are unique: a dictionary only costs.
+            .set_column_dictionary_enabled(ColumnPath::from(spans::SPAN_ID), false);
+    }
+    Ok(builder.build())
+}
+
+pub fn encode_parquet(table: Table, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let props = writer_properties(table, rows)?;
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, table.schema(), Some(props))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    Ok(Bytes::from(out))
+}
+
+pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, StoreError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024).build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// All `batches` as one batch of `table`'s schema.
+pub fn concat(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
+    Ok(concat_batches(&table.schema(), batches)?)
+}

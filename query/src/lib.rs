@@ -1,0 +1,14 @@
+//! DataFusion over the Weft store.
+//!
+//! [`QueryEngine`] owns the one place where the DataFusion session is built and
+//! the `spans` and `metrics` tables are registered (so a distributed engine can
+//! take its place later), and runs read-only SQL in a sandbox. Results leave this
+//! crate as [`SqlResult`], which renders itself as JSON rows, CSV or a text
+//! table, so callers never handle Arrow arrays.
+
+mod engine;
+mod json;
+mod sandbox;
+
+pub use engine::{QueryEngine, QueryError, QueryLimits, SqlResult, SqlJson, SqlColumn};
+pub use sandbox::Refusal;

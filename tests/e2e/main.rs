@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `weft` binary on port 0, fed by real OTLP
+//! exporters (the `opentelemetry-otlp` crate, the generated OTLP gRPC client,
+//! plain HTTP), read back through `/api/sql` and `weft sql`.
+
+mod bad_input;
+mod durability;
+mod otlp_fields;
+mod sdk_export;
+mod sql;
+mod store;
+mod support;

@@ -1,0 +1,9 @@
+//! The `weft` binary's HTTP side: routes, handlers and (later) pages. Handlers
+//! call the query crate and render what it returns; they hold no SQL of their
+//! own beyond what a user sends to `/api/sql`, and no Arrow arrays.
+
+pub mod config;
+mod routes;
+pub mod server;
+
+pub use routes::{AppState, app};
