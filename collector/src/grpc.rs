@@ -32,7 +32,7 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let rejected = self.ingest.export_traces(request.into_inner()).await.map_err(|e| status_of(&e))?;
+        let rejected = self.ingest.export_traces(request.into_inner(), None).await.map_err(|e| status_of(&e))?;
         let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: rejected.count,
             error_message: rejected.summary("span"),
@@ -51,7 +51,7 @@ impl MetricsService for MetricsReceiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let rejected = self.ingest.export_metrics(request.into_inner()).await.map_err(|e| status_of(&e))?;
+        let rejected = self.ingest.export_metrics(request.into_inner(), None).await.map_err(|e| status_of(&e))?;
         let partial_success = (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: rejected.count,
             error_message: rejected.summary("data point"),
@@ -71,4 +71,16 @@ pub fn router(ingest: Ingest, max_message_bytes: usize) -> tonic::service::Route
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
     tonic::service::Routes::new(traces).add_service(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_a_retryable_status() {
+        let status = status_of(&IngestError::Overloaded { used: 2, limit: 1 });
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("memory limit"));
+    }
 }

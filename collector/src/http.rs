@@ -133,11 +133,8 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpError> {
     }
 }
 
-/// The request body, decompressed, within the size limit.
-async fn read_body(request: Request, encoding: Encoding, limit: usize) -> Result<Bytes, OtlpError> {
-    let too_large = || {
-        OtlpError::new(StatusCode::PAYLOAD_TOO_LARGE, Some(encoding), format!("request body is larger than the limit of {limit} bytes"))
-    };
+/// The request body as sent, within the size limit, and its content coding.
+async fn read_body(request: Request, encoding: Encoding, limit: usize) -> Result<(Bytes, String), OtlpError> {
     let content_encoding = request
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -145,25 +142,48 @@ async fn read_body(request: Request, encoding: Encoding, limit: usize) -> Result
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large())?;
-    match content_encoding.as_str() {
-        "" | "identity" => Ok(body),
-        "gzip" => {
-            let mut out = Vec::new();
-            // Read one byte past the limit to tell "exactly at" from "over".
-            let read = GzDecoder::new(body.as_ref()).take(limit as u64 + 1).read_to_end(&mut out);
-            match read {
-                Ok(n) if n > limit => Err(too_large()),
-                Ok(_) => Ok(Bytes::from(out)),
-                Err(e) => Err(OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), format!("body is not valid gzip: {e}"))),
-            }
-        }
-        other => Err(OtlpError::new(
+    if !matches!(content_encoding.as_str(), "" | "identity" | "gzip") {
+        return Err(OtlpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Some(encoding),
-            format!("unsupported Content-Encoding {other:?}; use gzip or none"),
-        )),
+            format!("unsupported Content-Encoding {content_encoding:?}; use gzip or none"),
+        ));
     }
+    let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large(encoding, limit))?;
+    Ok((body, content_encoding))
+}
+
+fn too_large(encoding: Encoding, limit: usize) -> OtlpError {
+    OtlpError::new(StatusCode::PAYLOAD_TOO_LARGE, Some(encoding), format!("request body is larger than the limit of {limit} bytes"))
+}
+
+/// Decompresses within the limit. CPU-bound: runs on the blocking pool.
+fn decompress(body: Bytes, content_encoding: &str, encoding: Encoding, limit: usize) -> Result<Bytes, OtlpError> {
+    if content_encoding != "gzip" {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    // Read one byte past the limit to tell "exactly at" from "over".
+    match GzDecoder::new(body.as_ref()).take(limit as u64 + 1).read_to_end(&mut out) {
+        Ok(n) if n > limit => Err(too_large(encoding, limit)),
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(e) => Err(OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), format!("body is not valid gzip: {e}"))),
+    }
+}
+
+/// Reads, decompresses and decodes a request; the CPU work runs off the async workers.
+async fn read_message<T>(request: Request, encoding: Encoding, limit: usize) -> Result<(T, Bytes), OtlpError>
+where
+    T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
+{
+    let (body, content_encoding) = read_body(request, encoding, limit).await?;
+    tokio::task::spawn_blocking(move || {
+        let body = decompress(body, &content_encoding, encoding, limit)?;
+        let message = decode::<T>(&body, encoding)?;
+        Ok((message, body))
+    })
+    .await
+    .map_err(|e| OtlpError::new(StatusCode::INTERNAL_SERVER_ERROR, Some(encoding), e.to_string()))?
 }
 
 fn decode<T: Message + Default + serde::de::DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, OtlpError> {
@@ -189,9 +209,9 @@ fn encode<T: Message + Serialize>(response: &T, encoding: Encoding) -> Response 
 
 async fn export_traces(State(state): State<HttpState>, request: Request<Body>) -> Result<Response, OtlpError> {
     let encoding = request_encoding(request.headers())?;
-    let body = read_body(request, encoding, state.max_body_bytes).await?;
-    let message: ExportTraceServiceRequest = decode(&body, encoding)?;
-    let rejected = state.ingest.export_traces(message).await.map_err(|e| ingest_error(&e, encoding))?;
+    let (message, body) = read_message::<ExportTraceServiceRequest>(request, encoding, state.max_body_bytes).await?;
+    let protobuf = (encoding == Encoding::Protobuf).then_some(body);
+    let rejected = state.ingest.export_traces(message, protobuf).await.map_err(|e| ingest_error(&e, encoding))?;
     let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected.count,
         error_message: rejected.summary("span"),
@@ -201,9 +221,9 @@ async fn export_traces(State(state): State<HttpState>, request: Request<Body>) -
 
 async fn export_metrics(State(state): State<HttpState>, request: Request<Body>) -> Result<Response, OtlpError> {
     let encoding = request_encoding(request.headers())?;
-    let body = read_body(request, encoding, state.max_body_bytes).await?;
-    let message: ExportMetricsServiceRequest = decode(&body, encoding)?;
-    let rejected = state.ingest.export_metrics(message).await.map_err(|e| ingest_error(&e, encoding))?;
+    let (message, body) = read_message::<ExportMetricsServiceRequest>(request, encoding, state.max_body_bytes).await?;
+    let protobuf = (encoding == Encoding::Protobuf).then_some(body);
+    let rejected = state.ingest.export_metrics(message, protobuf).await.map_err(|e| ingest_error(&e, encoding))?;
     let partial_success = (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: rejected.count,
         error_message: rejected.summary("data point"),

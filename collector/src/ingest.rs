@@ -16,6 +16,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -56,7 +57,7 @@ pub struct IngestConfig {
 
 struct Append {
     signal: Signal,
-    payload: Vec<u8>,
+    payload: Bytes,
     batch: RecordBatch,
     reservation: Reservation,
     ack: oneshot::Sender<Result<(), Arc<WalError>>>,
@@ -66,6 +67,18 @@ enum LogCommand {
     Append(Append),
     /// Flush everything buffered and answer when it is in Parquet.
     Flush(oneshot::Sender<()>),
+}
+
+/// A request after validation: what is left of it and how to convert it.
+struct Validated<M> {
+    signal: Signal,
+    request: M,
+    /// Spans or data points left after validation.
+    items: usize,
+    /// The request as received, when it came as protobuf.
+    protobuf: Option<Bytes>,
+    rejected: Rejected,
+    convert: fn(&M) -> Result<RecordBatch, ArrowError>,
 }
 
 /// The receivers' handle on the pipeline. Cheap to clone.
@@ -101,34 +114,47 @@ impl Ingest {
     }
 
     /// Stores the valid spans of `request` durably; returns what was rejected.
-    pub async fn export_traces(&self, mut request: ExportTraceServiceRequest) -> Result<Rejected, IngestError> {
+    /// `protobuf`, when given, is the request as it arrived: the WAL keeps it as
+    /// is when every span is valid, instead of encoding the request again.
+    pub async fn export_traces(
+        &self,
+        mut request: ExportTraceServiceRequest,
+        protobuf: Option<Bytes>,
+    ) -> Result<Rejected, IngestError> {
         let rejected = validate::traces(&mut request);
-        if span_rows::span_count(&request) == 0 {
-            return Ok(rejected);
-        }
-        let reservation = self.reserve(request.encoded_len())?;
-        let (payload, batch) = tokio::task::spawn_blocking(move || {
-            let batch = span_rows::to_record_batch(&request)?;
-            Ok::<_, ArrowError>((request.encode_to_vec(), batch))
-        })
-        .await??;
-        self.append(Signal::Traces, payload, batch, reservation).await?;
-        Ok(rejected)
+        let items = span_rows::span_count(&request);
+        let convert = span_rows::to_record_batch;
+        self.store(Validated { signal: Signal::Traces, request, items, protobuf, rejected, convert }).await
     }
 
-    /// Stores the valid data points of `request` durably; returns what was rejected.
-    pub async fn export_metrics(&self, mut request: ExportMetricsServiceRequest) -> Result<Rejected, IngestError> {
+    /// Stores the valid data points of `request` durably; returns what was
+    /// rejected. `protobuf` as for [`Ingest::export_traces`].
+    pub async fn export_metrics(
+        &self,
+        mut request: ExportMetricsServiceRequest,
+        protobuf: Option<Bytes>,
+    ) -> Result<Rejected, IngestError> {
         let rejected = validate::metrics(&mut request);
-        if metric_rows::request_data_point_count(&request) == 0 {
+        let items = metric_rows::request_data_point_count(&request);
+        let convert = metric_rows::to_record_batch;
+        self.store(Validated { signal: Signal::Metrics, request, items, protobuf, rejected, convert }).await
+    }
+
+    /// Converts a validated request off the async workers, then logs it.
+    async fn store<M: Message + Send + 'static>(&self, validated: Validated<M>) -> Result<Rejected, IngestError> {
+        let Validated { signal, request, items, protobuf, rejected, convert } = validated;
+        if items == 0 {
             return Ok(rejected);
         }
         let reservation = self.reserve(request.encoded_len())?;
+        let original = protobuf.filter(|_| rejected.count == 0);
         let (payload, batch) = tokio::task::spawn_blocking(move || {
-            let batch = metric_rows::to_record_batch(&request)?;
-            Ok::<_, ArrowError>((request.encode_to_vec(), batch))
+            let batch = convert(&request)?;
+            let payload = original.unwrap_or_else(|| Bytes::from(request.encode_to_vec()));
+            Ok::<_, ArrowError>((payload, batch))
         })
         .await??;
-        self.append(Signal::Metrics, payload, batch, reservation).await?;
+        self.append(signal, payload, batch, reservation).await?;
         Ok(rejected)
     }
 
@@ -150,7 +176,7 @@ impl Ingest {
     async fn append(
         &self,
         signal: Signal,
-        payload: Vec<u8>,
+        payload: Bytes,
         batch: RecordBatch,
         mut reservation: Reservation,
     ) -> Result<(), IngestError> {
@@ -216,7 +242,7 @@ fn run_log(mut wal: Wal, commands: mpsc::Receiver<LogCommand>, flusher: Flusher,
 }
 
 fn commit_group(wal: &mut Wal, buffer: &mut Buffer, group: Vec<Append>) {
-    let written = wal.append_and_sync(group.iter().map(|a| (a.signal, a.payload.as_slice())));
+    let written = wal.append_and_sync(group.iter().map(|a| (a.signal, a.payload.as_ref())));
     match written {
         Ok(()) => {
             for append in group {

@@ -189,3 +189,38 @@ pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, StoreError> {
 pub fn concat(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
     Ok(concat_batches(&table.schema(), batches)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::spans::to_record_batch;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[test]
+    fn span_files_use_zstd_statistics_and_a_trace_id_bloom_filter() -> Result<(), Box<dyn std::error::Error>> {
+        let spans = (1..=3u8)
+            .map(|i| Span { trace_id: vec![i; 16], span_id: vec![i; 8], name: "s".into(), ..Default::default() })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        let bytes = encode_parquet(Table::Spans, &[to_record_batch(&request)?])?;
+        let reader = SerializedFileReader::new(bytes)?;
+        let metadata = reader.metadata();
+        let version = metadata.file_metadata().key_value_metadata().and_then(|kv| {
+            kv.iter().find(|k| k.key == SCHEMA_VERSION_KEY).and_then(|k| k.value.clone())
+        });
+        assert_eq!(version, Some(SCHEMA_VERSION.to_string()));
+        let row_group = metadata.row_group(0);
+        let trace_id = row_group.columns().iter().find(|c| c.column_path().string() == spans::TRACE_ID).ok_or("no trace_id")?;
+        assert!(matches!(trace_id.compression(), Compression::ZSTD(_)));
+        assert!(trace_id.bloom_filter_offset().is_some(), "trace_id has a bloom filter");
+        assert!(trace_id.statistics().is_some());
+        Ok(())
+    }
+}

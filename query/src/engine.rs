@@ -12,7 +12,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
@@ -160,6 +160,18 @@ impl QueryEngine {
             }
         };
         tokio::time::timeout(self.limits.timeout, run).await.map_err(|_| QueryError::Timeout(self.limits.timeout))?
+    }
+
+    /// Runs a frame built by this crate, under the store lock and the time limit.
+    pub(crate) async fn collect(&self, frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
+        let _reading = match &self.store_lock {
+            Some(lock) => Some(lock.read().await),
+            None => None,
+        };
+        tokio::time::timeout(self.limits.timeout, frame.collect())
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
+            .map_err(QueryError::from)
     }
 
     async fn run(&self, sql: &str) -> Result<SqlResult, QueryError> {

@@ -9,6 +9,8 @@
 mod engine;
 mod json;
 mod sandbox;
+mod traces;
 
 pub use engine::{QueryEngine, QueryError, QueryLimits, SqlResult, SqlJson, SqlColumn};
 pub use sandbox::Refusal;
+pub use traces::{Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch, read_spans};

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod durability;
+mod jaeger;
 mod otlp_fields;
 mod sdk_export;
 mod sql;

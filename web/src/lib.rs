@@ -3,6 +3,7 @@
 //! own beyond what a user sends to `/api/sql`, and no Arrow arrays.
 
 pub mod config;
+pub mod jaeger;
 mod routes;
 pub mod server;
 

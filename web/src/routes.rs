@@ -21,6 +21,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/sql", post(sql))
+        .merge(crate::jaeger::routes())
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 //! Attribute sets to the two-map form described in `weft_schema::attributes`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -10,8 +11,16 @@ use weft_schema::AttributeType;
 use std::sync::Arc;
 
 /// Renders a value as stored in an `…attributes` map, with its type.
-/// `None` text means an empty AnyValue.
-pub fn render(value: Option<&AnyValue>) -> (Option<String>, AttributeType) {
+/// `None` text means an empty AnyValue. Strings are borrowed, not copied.
+pub fn render(value: Option<&AnyValue>) -> (Option<Cow<'_, str>>, AttributeType) {
+    if let Some(Value::StringValue(s)) = value.and_then(|v| v.value.as_ref()) {
+        return (Some(Cow::Borrowed(s.as_str())), AttributeType::String);
+    }
+    let (text, kind) = render_owned(value);
+    (text.map(Cow::Owned), kind)
+}
+
+fn render_owned(value: Option<&AnyValue>) -> (Option<String>, AttributeType) {
     let Some(value) = value.and_then(|v| v.value.as_ref()) else {
         return (None, AttributeType::Empty);
     };
@@ -126,6 +135,16 @@ fn write_json_string(out: &mut String, s: &str) {
     out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
 }
 
+/// An attribute rendered ahead of time: key, text, type.
+pub type Rendered = (String, Option<String>, AttributeType);
+
+pub fn render_all(attributes: &[KeyValue]) -> Vec<Rendered> {
+    attributes.iter().map(|kv| {
+        let (text, kind) = render_owned(kv.value.as_ref());
+        (kv.key.clone(), text, kind)
+    }).collect()
+}
+
 /// Builds one attribute-set column pair: values as text, and the types of the
 /// values that are not strings.
 pub struct AttributeColumns {
@@ -151,13 +170,30 @@ impl AttributeColumns {
     pub fn append(&mut self, attributes: &[KeyValue]) {
         for kv in attributes {
             let (text, kind) = render(kv.value.as_ref());
-            self.values.keys().append_value(&kv.key);
-            self.values.values().append_option(text);
-            if kind != AttributeType::String {
-                self.types.keys().append_value(&kv.key);
-                self.types.values().append_value(kind.name());
-            }
+            self.push(&kv.key, text.as_deref(), kind);
         }
+        self.end_row();
+    }
+
+    /// Appends one row from attributes rendered once and shared by many rows
+    /// (a resource's or a scope's).
+    pub fn append_rendered(&mut self, attributes: &[Rendered]) {
+        for (key, text, kind) in attributes {
+            self.push(key, text.as_deref(), *kind);
+        }
+        self.end_row();
+    }
+
+    fn push(&mut self, key: &str, text: Option<&str>, kind: AttributeType) {
+        self.values.keys().append_value(key);
+        self.values.values().append_option(text);
+        if kind != AttributeType::String {
+            self.types.keys().append_value(key);
+            self.types.values().append_value(kind.name());
+        }
+    }
+
+    fn end_row(&mut self) {
         // Appending an entry list to a map builder only fails when keys and values
         // differ in length, which the loop above rules out.
         let _ = self.values.append(true);
@@ -187,12 +223,13 @@ mod tests {
 
     #[test]
     fn scalars_render_losslessly() {
-        assert_eq!(render(Some(&any(Value::IntValue(-42)))), (Some("-42".into()), AttributeType::Int));
-        assert_eq!(render(Some(&any(Value::DoubleValue(0.1)))), (Some("0.1".into()), AttributeType::Double));
-        assert_eq!(render(Some(&any(Value::DoubleValue(1e300)))).0.map(|s| s.parse::<f64>().ok()), Some(Some(1e300)));
-        assert_eq!(render(Some(&any(Value::BoolValue(true)))), (Some("true".into()), AttributeType::Bool));
-        assert_eq!(render(Some(&any(Value::BytesValue(vec![0, 255])))), (Some("AP8=".into()), AttributeType::Bytes));
-        assert_eq!(render(Some(&AnyValue { value: None })), (None, AttributeType::Empty));
+        assert_eq!(render_owned(Some(&any(Value::IntValue(-42)))), (Some("-42".into()), AttributeType::Int));
+        assert_eq!(render_owned(Some(&any(Value::DoubleValue(0.1)))), (Some("0.1".into()), AttributeType::Double));
+        assert_eq!(render_owned(Some(&any(Value::DoubleValue(1e300)))).0.map(|s| s.parse::<f64>().ok()), Some(Some(1e300)));
+        assert_eq!(render_owned(Some(&any(Value::BoolValue(true)))), (Some("true".into()), AttributeType::Bool));
+        assert_eq!(render_owned(Some(&any(Value::BytesValue(vec![0, 255])))), (Some("AP8=".into()), AttributeType::Bytes));
+        assert_eq!(render_owned(Some(&AnyValue { value: None })), (None, AttributeType::Empty));
+        assert_eq!(render(Some(&any(Value::StringValue("s".into())))).0.as_deref(), Some("s"));
     }
 
     #[test]
@@ -206,7 +243,7 @@ mod tests {
                 key_strindex: 0,
             }],
         }));
-        let (text, kind) = render(Some(&nested));
+        let (text, kind) = render_owned(Some(&nested));
         assert_eq!(kind, AttributeType::KvList);
         assert_eq!(
             text.as_deref(),

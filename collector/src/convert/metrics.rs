@@ -435,7 +435,7 @@ impl MetricBatchBuilder {
         self.flags.append_value(common.flags);
         self.exemplars.append(common.exemplars);
         self.attributes.append(common.attributes);
-        self.resource_attributes.append(ctx.resource.attributes);
+        self.resource_attributes.append_rendered(&ctx.resource.rendered);
         self.resource_schema_url.append_option(non_empty(ctx.resource.schema_url));
         self.scope_name.append_option(ctx.scope.map(|s| s.name.as_str()));
         self.scope_version.append_option(ctx.scope.and_then(|s| non_empty(&s.version)));

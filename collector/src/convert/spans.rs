@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use weft_schema::spans::{self, PROMOTED, Source};
 use weft_schema::TIME_ZONE;
 
-use super::attributes::{AttributeColumns, find, render};
+use super::attributes::{AttributeColumns, Rendered, find, render, render_all};
 use super::hex::hex;
 
 /// Converts every span of `request` (already validated) into one batch.
@@ -26,7 +26,7 @@ pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatc
     for resource_spans in &request.resource_spans {
         let resource = ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url);
         for scope_spans in &resource_spans.scope_spans {
-            let scope = ScopeContext { scope: scope_spans.scope.as_ref(), schema_url: &scope_spans.schema_url };
+            let scope = ScopeContext::new(scope_spans.scope.as_ref(), &scope_spans.schema_url);
             for span in &scope_spans.spans {
                 builder.append(&resource, &scope, span);
             }
@@ -42,6 +42,8 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
 /// What every span of one `ResourceSpans` shares.
 pub struct ResourceContext<'a> {
     pub(super) attributes: &'a [KeyValue],
+    /// Rendered once, appended to every row of the resource.
+    pub(super) rendered: Vec<Rendered>,
     dropped_attributes_count: u32,
     pub(super) schema_url: &'a str,
     pub(super) service_name: String,
@@ -56,6 +58,7 @@ impl<'a> ResourceContext<'a> {
         };
         Self {
             attributes,
+            rendered: render_all(attributes),
             dropped_attributes_count: resource.map(|r| r.dropped_attributes_count).unwrap_or_default(),
             schema_url,
             service_name,
@@ -66,7 +69,14 @@ impl<'a> ResourceContext<'a> {
 /// What every span of one `ScopeSpans` shares.
 pub struct ScopeContext<'a> {
     scope: Option<&'a InstrumentationScope>,
+    rendered: Vec<Rendered>,
     schema_url: &'a str,
+}
+
+impl<'a> ScopeContext<'a> {
+    pub fn new(scope: Option<&'a InstrumentationScope>, schema_url: &'a str) -> Self {
+        Self { scope, rendered: render_all(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()), schema_url }
+    }
 }
 
 enum PromotedColumn {
@@ -330,12 +340,12 @@ impl SpanBatchBuilder {
         self.links.append(&span.links);
         self.dropped_links_count.append_value(span.dropped_links_count);
 
-        self.resource_attributes.append(resource.attributes);
+        self.resource_attributes.append_rendered(&resource.rendered);
         self.resource_dropped_attributes_count.append_value(resource.dropped_attributes_count);
         self.resource_schema_url.append_option(non_empty(resource.schema_url));
         self.scope_name.append_option(scope.scope.map(|s| s.name.as_str()));
         self.scope_version.append_option(scope.scope.and_then(|s| non_empty(&s.version)));
-        self.scope_attributes.append(scope.scope.map(|s| s.attributes.as_slice()).unwrap_or_default());
+        self.scope_attributes.append_rendered(&scope.rendered);
         self.scope_dropped_attributes_count
             .append_value(scope.scope.map(|s| s.dropped_attributes_count).unwrap_or_default());
         self.scope_schema_url.append_option(non_empty(scope.schema_url));
