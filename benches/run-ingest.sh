@@ -57,4 +57,4 @@ echo "files: $(find "$DATA/store/spans" -name '*.parquet' | wc -l)"
 stop_weft
 
 echo "== micro-benchmarks"
-cargo bench -p weft-benches --bench ingest -- --noplot 2>/dev/null | grep -E "^ingest|thrpt"
+cargo bench -p weft-benches --bench ingest -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "^ingest|thrpt"
