@@ -166,6 +166,11 @@ impl Compactor {
             let finished = layout::hour_of_path(&dir)
                 .is_some_and(|hour| hour + chrono::Duration::hours(1) + chrono::Duration::minutes(5) < now);
             let min_files = if finished { 2 } else { self.config.min_files };
+            if !finished {
+                // While the hour is open, merge only fresh flush files: merging a
+                // merged file again and again would rewrite the hour on every pass.
+                files.retain(|f| f.location.filename().and_then(layout::flush_segment_of).is_some());
+            }
             files.sort_by_key(|f| f.size);
             // Merge the smallest files first; large merged files are left alone.
             let mut group = Vec::new();

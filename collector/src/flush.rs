@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_schema::layout;
 
 use crate::memory::Reservation;
-use crate::store::{Store, StoreError, Table};
+use crate::store::{FileRole, Store, StoreError, Table};
 use crate::wal::{self, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,7 @@ impl Flusher {
         for (table, batches) in [(Table::Spans, &job.spans), (Table::Metrics, &job.metrics)] {
             for (part, (dir, hour_batches)) in split_by_hour(table, batches)?.into_iter().enumerate() {
                 let path = format!("{dir}/{}", layout::flush_file_name(segment, part));
-                self.inner.store.write_parquet(table, &path, hour_batches).await?;
+                self.inner.store.write_parquet_as(table, FileRole::Flush, &path, hour_batches).await?;
             }
         }
         Ok(())

@@ -114,7 +114,19 @@ impl Store {
 
     /// Writes `batches` as one Parquet file at `path`, durably.
     pub async fn write_parquet(&self, table: Table, path: &str, batches: Vec<RecordBatch>) -> Result<u64, StoreError> {
-        let bytes = tokio::task::spawn_blocking(move || encode_parquet(table, &batches)).await??;
+        self.write_parquet_as(table, FileRole::Merged, path, batches).await
+    }
+
+    /// Writes a file for `role`: flush files trade size for speed, since
+    /// compaction rewrites them.
+    pub async fn write_parquet_as(
+        &self,
+        table: Table,
+        role: FileRole,
+        path: &str,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, StoreError> {
+        let bytes = tokio::task::spawn_blocking(move || encode_parquet_as(table, role, &batches)).await??;
         let size = bytes.len() as u64;
         let location = ObjectPath::from(path);
         self.objects.put(&location, PutPayload::from(bytes)).await?;
@@ -148,11 +160,24 @@ impl Store {
     }
 }
 
+/// What a file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// Written every flush interval and soon merged: fast to write.
+    Flush,
+    /// Written by compaction to stay: small.
+    Merged,
+}
+
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
-pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, StoreError> {
+pub fn writer_properties(table: Table, role: FileRole, rows: usize) -> Result<WriterProperties, StoreError> {
+    let level = match role {
+        FileRole::Flush => 1,
+        FileRole::Merged => 3,
+    };
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_VERSION_KEY.to_owned(), SCHEMA_VERSION.to_string())]));
@@ -169,8 +194,12 @@ pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, 
 }
 
 pub fn encode_parquet(table: Table, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
+    encode_parquet_as(table, FileRole::Merged, batches)
+}
+
+pub fn encode_parquet_as(table: Table, role: FileRole, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let props = writer_properties(table, rows)?;
+    let props = writer_properties(table, role, rows)?;
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, table.schema(), Some(props))?;
     for batch in batches {
