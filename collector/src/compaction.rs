@@ -162,29 +162,37 @@ impl Compactor {
             let Some((dir, _)) = path.rsplit_once('/') else { continue };
             by_hour.entry(dir.to_owned()).or_default().push(file);
         }
-        for (dir, mut files) in by_hour {
+        for (dir, files) in by_hour {
             let finished = layout::hour_of_path(&dir)
                 .is_some_and(|hour| hour + chrono::Duration::hours(1) + chrono::Duration::minutes(5) < now);
+            // While the hour is open, fresh flush files and merged files are merged
+            // separately, each set smallest first: a row is rewritten about once per
+            // eightfold growth of its file, not on every pass. A finished hour is
+            // merged as a whole, within the row bound.
+            let sets: Vec<Vec<ObjectMeta>> = if finished {
+                vec![files]
+            } else {
+                let (flushed, merged) = files
+                    .into_iter()
+                    .partition(|f: &ObjectMeta| f.location.filename().and_then(layout::flush_segment_of).is_some());
+                vec![flushed, merged]
+            };
             let min_files = if finished { 2 } else { self.config.min_files };
-            if !finished {
-                // While the hour is open, merge only fresh flush files: merging a
-                // merged file again and again would rewrite the hour on every pass.
-                files.retain(|f| f.location.filename().and_then(layout::flush_segment_of).is_some());
-            }
-            files.sort_by_key(|f| f.size);
-            // Merge the smallest files first; large merged files are left alone.
-            let mut group = Vec::new();
-            let mut rows_estimate = 0usize;
-            for file in files {
-                let rows = parquet_rows_estimate(&file);
-                if rows_estimate + rows > self.config.max_rows && !group.is_empty() {
-                    break;
+            for mut set in sets {
+                set.sort_by_key(|f| f.size);
+                let mut group = Vec::new();
+                let mut rows_estimate = 0usize;
+                for file in set {
+                    let rows = parquet_rows_estimate(&file);
+                    if rows_estimate + rows > self.config.max_rows && !group.is_empty() {
+                        break;
+                    }
+                    rows_estimate += rows;
+                    group.push(file);
                 }
-                rows_estimate += rows;
-                group.push(file);
-            }
-            if group.len() >= min_files {
-                self.merge(table, &dir, &group, now).await?;
+                if group.len() >= min_files {
+                    self.merge(table, &dir, &group, now).await?;
+                }
             }
         }
         Ok(())
@@ -195,7 +203,7 @@ impl Compactor {
         for input in inputs {
             batches.extend(self.store.read_parquet(input.location.as_ref()).await?);
         }
-        let merged = tokio::task::spawn_blocking(move || sort_for_storage(table, &batches))
+        let merged = tokio::task::spawn_blocking(move || sort_for_storage(table, batches))
             .await
             .map_err(StoreError::from)??;
         let rows = merged.num_rows();
@@ -242,8 +250,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Merged files are sorted so that equal values sit together (smaller files)
 /// and row-group statistics on the sort keys skip most of a file: spans by
 /// trace then time, so a trace is read from one place; metrics by series then time.
-fn sort_for_storage(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
-    let batch = concat(table, batches)?;
+pub fn sort_for_storage(table: Table, batches: Vec<RecordBatch>) -> Result<RecordBatch, StoreError> {
+    // Each step frees the copy before it, so a merge holds at most two.
+    let batch = concat(table, &batches)?;
+    drop(batches);
     let keys: &[&str] = match table {
         Table::Spans => &[spans::TRACE_ID, spans::START_TIME],
         Table::Metrics => &[metrics::METRIC_NAME, metrics::SERVICE_NAME, metrics::TIME],

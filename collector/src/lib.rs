@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 
-pub use compaction::{CompactionConfig, CompactionError, Compactor};
-pub use flush::FlushError;
+pub use compaction::{CompactionConfig, CompactionError, Compactor, sort_for_storage};
+pub use flush::{FlushError, split_by_hour};
 pub use ingest::{Ingest, IngestConfig, IngestError};
 pub use memory::MemoryBudget;
 pub use store::{Store, StoreError, Table};
