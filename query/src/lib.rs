@@ -6,11 +6,15 @@
 //! crate as [`SqlResult`], which renders itself as JSON rows, CSV or a text
 //! table, so callers never handle Arrow arrays.
 
+mod assembly;
 mod engine;
 mod json;
 mod sandbox;
+mod stats;
 mod traces;
 
 pub use engine::{QueryEngine, QueryError, QueryLimits, SqlResult, SqlJson, SqlColumn};
+pub use assembly::{AssembledTrace, CriticalSegment, TraceSpan, assemble};
 pub use sandbox::Refusal;
+pub use stats::{Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter, histogram_bounds};
 pub use traces::{Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch, read_spans};

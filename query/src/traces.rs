@@ -53,7 +53,7 @@ pub struct SpanLink {
 }
 
 /// One span as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanData {
     pub trace_id: String,
     pub span_id: String,
@@ -113,7 +113,7 @@ fn timestamp(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(Some(ns), Some(TIME_ZONE.into())))
 }
 
-fn in_range(start_ns: i64, end_ns: i64) -> Expr {
+pub(crate) fn in_range(start_ns: i64, end_ns: i64) -> Expr {
     col(s::START_TIME).gt_eq(timestamp(start_ns)).and(col(s::START_TIME).lt_eq(timestamp(end_ns)))
 }
 

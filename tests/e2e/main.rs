@@ -3,9 +3,11 @@
 //! plain HTTP), read back through `/api/sql` and `weft sql`.
 
 mod bad_input;
+mod demo;
 mod durability;
 mod jaeger;
 mod otlp_fields;
+mod query;
 mod sdk_export;
 mod sql;
 mod store;

@@ -113,6 +113,19 @@ pub struct ServeArgs {
     pub otlp: OtlpArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub demo: DemoArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Also run the Drone Delivery sample in this process, exporting to this
+    /// server, so that the API and UI fill with traces within seconds.
+    #[arg(long, env = "WEFT_DEMO")]
+    pub demo: bool,
+    /// Requests per second the demo's customers send.
+    #[arg(long, env = "WEFT_DEMO_RATE", default_value_t = 5.0)]
+    pub demo_rate: f64,
 }
 
 #[derive(Debug, Clone, Args)]

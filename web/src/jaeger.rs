@@ -4,7 +4,7 @@
 //! way the OpenTelemetry Collector's Jaeger translator does it.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use weft_query::{Attribute, AttributeValue, QueryError, SpanData, TraceSearch};
+use weft_query::{AssembledTrace, Attribute, AttributeValue, QueryError, SpanData, TraceSearch, TraceSpan, assemble};
 
+use crate::params::{now_micros, time_range};
 use crate::routes::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -44,7 +45,7 @@ struct EnvelopeError {
     msg: String,
 }
 
-fn ok<T: Serialize>(data: T, total: usize) -> Response {
+pub(crate) fn ok<T: Serialize>(data: T, total: usize) -> Response {
     Json(Envelope { data, total, limit: 0, offset: 0, errors: None }).into_response()
 }
 
@@ -55,7 +56,11 @@ pub struct JaegerError {
 }
 
 impl JaegerError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 }
@@ -139,7 +144,7 @@ async fn get_trace(State(state): State<AppState>, Path(trace_id): Path<String>) 
     if spans.is_empty() {
         return Err(JaegerError { status: StatusCode::NOT_FOUND, message: format!("trace {id} not found") });
     }
-    Ok(ok(vec![trace_json(&id, &spans)], 1))
+    Ok(ok(vec![trace_json(&assemble(&id, spans))], 1))
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,44 +161,6 @@ struct TraceParams {
     end: Option<String>,
     lookback: Option<String>,
     limit: Option<String>,
-}
-
-/// A Go duration (`1.5s`, `100ms`, `500us`, `500µs`, `10ns`, `2m`, `1h30m`) in nanoseconds.
-pub fn parse_go_duration(text: &str) -> Option<i64> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-    }
-    Some(total as i64)
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or_default()
-}
-
-fn parse_micros(name: &str, value: &str) -> Result<i64, JaegerError> {
-    value.trim().parse().map_err(|_| JaegerError::bad_request(format!("parameter '{name}' must be microseconds since the epoch")))
 }
 
 /// `tags={"k":"v"}` (JSON) and repeated `tag=k:v` (Jaeger's older form).
@@ -223,23 +190,13 @@ fn parse_search(params: &TraceParams) -> Result<TraceSearch, JaegerError> {
     let duration = |name: &str, value: &Option<String>| -> Result<Option<i64>, JaegerError> {
         match value.as_deref().filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => parse_go_duration(v)
+            Some(v) => crate::params::parse_go_duration(v)
                 .map(Some)
                 .ok_or_else(|| JaegerError::bad_request(format!("parameter '{name}' is not a duration like 1.2s, 100ms or 500us: {v:?}"))),
         }
     };
-    let end_us = match params.end.as_deref().filter(|v| !v.is_empty()) {
-        Some(end) => parse_micros("end", end)?,
-        None => now_micros(),
-    };
-    let lookback_ns = match params.lookback.as_deref().filter(|v| !v.is_empty() && *v != "custom") {
-        Some(text) => parse_go_duration(text).ok_or_else(|| JaegerError::bad_request(format!("parameter 'lookback' is not a duration: {text:?}")))?,
-        None => 3_600_000_000_000,
-    };
-    let start_us = match params.start.as_deref().filter(|v| !v.is_empty()) {
-        Some(start) => parse_micros("start", start)?,
-        None => end_us - lookback_ns / 1000,
-    };
+    let (start_ns, end_ns) = time_range(params.start.as_deref(), params.end.as_deref(), params.lookback.as_deref(), 3_600_000_000_000)
+        .map_err(JaegerError::bad_request)?;
     let limit = match params.limit.as_deref().filter(|v| !v.is_empty()) {
         Some(text) => text.parse::<usize>().map_err(|_| JaegerError::bad_request("parameter 'limit' must be a whole number"))?,
         None => 100,
@@ -250,8 +207,8 @@ fn parse_search(params: &TraceParams) -> Result<TraceSearch, JaegerError> {
         tags: parse_tags(params)?,
         min_duration_ns: duration("minDuration", &params.min_duration)?,
         max_duration_ns: duration("maxDuration", &params.max_duration)?,
-        start_ns: start_us.saturating_mul(1000),
-        end_ns: end_us.saturating_mul(1000),
+        start_ns,
+        end_ns,
         limit: if limit == 0 { 100 } else { limit.min(1500) },
     })
 }
@@ -259,7 +216,13 @@ fn parse_search(params: &TraceParams) -> Result<TraceSearch, JaegerError> {
 async fn find_traces(State(state): State<AppState>, Query(params): Query<TraceParams>) -> Result<Response, JaegerError> {
     let search = parse_search(&params)?;
     let traces = state.engine.search_traces(&search).await?;
-    let data: Vec<Value> = traces.iter().filter_map(|spans| spans.first().map(|s| trace_json(&s.trace_id, spans))).collect();
+    let data: Vec<Value> = traces
+        .into_iter()
+        .filter_map(|spans| {
+            let id = spans.first()?.trace_id.clone();
+            Some(trace_json(&assemble(&id, spans)))
+        })
+        .collect();
     let total = data.len();
     Ok(ok(data, total))
 }
@@ -332,13 +295,15 @@ fn attributes_kv(attributes: &[Attribute]) -> Vec<Value> {
     attributes.iter().map(|a| kv(&a.key, &a.value)).collect()
 }
 
-/// A trace in Jaeger's model. Identical resources share a process key (`p1`, `p2`, …
-/// in order of first appearance).
-pub fn trace_json(trace_id: &str, spans: &[SpanData]) -> Value {
+/// A trace in Jaeger's model, as Jaeger's query service returns it: identical
+/// copies dropped, clock skew corrected, each change named in `warnings`.
+/// Identical resources share a process key (`p1`, `p2`, … in order of first appearance).
+pub fn trace_json(trace: &AssembledTrace) -> Value {
     let mut process_keys: Vec<(String, Vec<Attribute>)> = Vec::new();
     let mut processes = serde_json::Map::new();
-    let mut span_values = Vec::with_capacity(spans.len());
-    for span in spans {
+    let mut span_values = Vec::with_capacity(trace.spans.len());
+    for traced in &trace.spans {
+        let span = &traced.span;
         let tags: Vec<Attribute> = span.resource_attributes.iter().filter(|a| a.key != "service.name").cloned().collect();
         let position = match process_keys.iter().position(|(service, t)| *service == span.service_name && *t == tags) {
             Some(position) => position,
@@ -349,12 +314,14 @@ pub fn trace_json(trace_id: &str, spans: &[SpanData]) -> Value {
                 process_keys.len() - 1
             }
         };
-        span_values.push(span_json(span, &format!("p{}", position + 1)));
+        span_values.push(span_json(traced, &format!("p{}", position + 1)));
     }
-    json!({"traceID": trace_id, "spans": span_values, "processes": processes, "warnings": null})
+    let warnings = (!trace.warnings.is_empty()).then_some(&trace.warnings);
+    json!({"traceID": trace.trace_id, "spans": span_values, "processes": processes, "warnings": warnings})
 }
 
-fn span_json(span: &SpanData, process_id: &str) -> Value {
+fn span_json(traced: &TraceSpan, process_id: &str) -> Value {
+    let span: &SpanData = &traced.span;
     let mut references = Vec::new();
     if let Some(parent) = &span.parent_span_id {
         references.push(json!({"refType": "CHILD_OF", "traceID": span.trace_id, "spanID": parent}));
@@ -407,25 +374,13 @@ fn span_json(span: &SpanData, process_id: &str) -> Value {
         "tags": tags,
         "logs": logs,
         "processID": process_id,
-        "warnings": null,
+        "warnings": (!traced.warnings.is_empty()).then_some(&traced.warnings),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations_parse_like_go() {
-        assert_eq!(parse_go_duration("1.2s"), Some(1_200_000_000));
-        assert_eq!(parse_go_duration("100ms"), Some(100_000_000));
-        assert_eq!(parse_go_duration("500us"), Some(500_000));
-        assert_eq!(parse_go_duration("500µs"), Some(500_000));
-        assert_eq!(parse_go_duration("7ns"), Some(7));
-        assert_eq!(parse_go_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("fast"), None);
-    }
 
     #[test]
     fn trace_ids_are_padded_and_lower_cased() {

@@ -2,8 +2,10 @@
 //! call the query crate and render what it returns; they hold no SQL of their
 //! own beyond what a user sends to `/api/sql`, and no Arrow arrays.
 
+mod api;
 pub mod config;
 pub mod jaeger;
+mod params;
 mod routes;
 pub mod server;
 

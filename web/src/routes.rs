@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/sql", post(sql))
         .merge(crate::jaeger::routes())
+        .merge(crate::api::routes())
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use tokio::sync::RwLock;
 use weft_collector::{Collector, CollectorError, Store, StoreError};
 use weft_query::{QueryEngine, QueryError};
 
-use crate::config::{CollectorArgs, HttpArgs, OtlpArgs, OutputFormat, QueryArgs, ServeArgs, SqlArgs, StoreArgs};
+use crate::config::{CollectorArgs, DemoArgs, HttpArgs, OtlpArgs, OutputFormat, QueryArgs, ServeArgs, SqlArgs, StoreArgs};
 use crate::routes::{AppState, app};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,8 @@ pub enum ServerError {
     Collector(#[from] CollectorError),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error("the demo could not start: {0}")]
+    Demo(#[from] samples::SampleError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -37,21 +39,30 @@ fn spawn_server(listener: TcpListener, router: axum::Router) -> tokio::task::Joi
     tokio::spawn(async move { axum::serve(listener, router).await.map_err(ServerError::Serve) })
 }
 
-async fn start_collector(store: &Store, args: &StoreArgs, otlp: &OtlpArgs, lock: Arc<RwLock<()>>) -> Result<Collector, ServerError> {
+/// Starts the receivers; returns the collector and the bound OTLP/gRPC address.
+async fn start_collector(
+    store: &Store,
+    args: &StoreArgs,
+    otlp: &OtlpArgs,
+    lock: Arc<RwLock<()>>,
+) -> Result<(Collector, SocketAddr), ServerError> {
     let collector = Collector::start(store.clone(), &args.data_dir, &otlp.settings(), lock).await?;
     let grpc = bind("otlp-grpc", otlp.otlp_grpc_addr).await?;
+    let grpc_addr = grpc.local_addr().map_err(|source| ServerError::Bind { addr: otlp.otlp_grpc_addr, source })?;
     let http = bind("otlp-http", otlp.otlp_http_addr).await?;
     let ingest = collector.ingest().clone();
     spawn_server(grpc, weft_collector::grpc::router(ingest.clone(), otlp.max_request_bytes).into_axum_router());
     spawn_server(http, weft_collector::http::router(ingest, otlp.max_request_bytes));
-    Ok(collector)
+    Ok((collector, grpc_addr))
 }
 
-async fn start_query(store: &Store, http: &HttpArgs, lock: Option<Arc<RwLock<()>>>) -> Result<(), ServerError> {
+/// Starts the API listener; returns its bound address.
+async fn start_query(store: &Store, http: &HttpArgs, lock: Option<Arc<RwLock<()>>>) -> Result<SocketAddr, ServerError> {
     let engine = Arc::new(QueryEngine::new(store.objects(), lock, http.limits.limits())?);
     let listener = bind("http", http.http_addr).await?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: http.http_addr, source })?;
     spawn_server(listener, app(AppState { engine }));
-    Ok(())
+    Ok(addr)
 }
 
 async fn wait_for_shutdown() {
@@ -86,17 +97,33 @@ async fn shut_down(collector: &Collector) {
 pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let store = Store::local(&args.store.data_dir)?;
     let lock = Arc::new(RwLock::new(()));
-    let collector = start_collector(&store, &args.store, &args.otlp, Arc::clone(&lock)).await?;
-    start_query(&store, &args.http, Some(lock)).await?;
-    tracing::info!(data_dir = %args.store.data_dir.display(), "weft serve ready");
+    let (collector, grpc_addr) = start_collector(&store, &args.store, &args.otlp, Arc::clone(&lock)).await?;
+    let http_addr = start_query(&store, &args.http, Some(lock)).await?;
+    let demo = if args.demo.demo { Some(start_demo(&args.demo, grpc_addr).await?) } else { None };
+    tracing::info!(data_dir = %args.store.data_dir.display(), "weft serve ready: try http://{http_addr}/api/services");
     wait_for_shutdown().await;
+    if let Some(demo) = demo {
+        demo.shutdown().await;
+    }
     shut_down(&collector).await;
     Ok(())
 }
 
+/// The Drone Delivery sample, exporting to this process's own OTLP/gRPC listener.
+async fn start_demo(args: &DemoArgs, grpc_addr: SocketAddr) -> Result<samples::Demo, ServerError> {
+    // A listener on 0.0.0.0 is reached through loopback.
+    let host = if grpc_addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { grpc_addr.ip() };
+    let config = samples::Config {
+        otlp_endpoint: format!("http://{}", SocketAddr::new(host, grpc_addr.port())),
+        rate_per_sec: args.demo_rate,
+        ..samples::Config::default()
+    };
+    Ok(samples::Demo::start(config).await?)
+}
+
 pub async fn collector(args: CollectorArgs) -> Result<(), ServerError> {
     let store = Store::local(&args.store.data_dir)?;
-    let collector = start_collector(&store, &args.store, &args.otlp, Arc::new(RwLock::new(()))).await?;
+    let (collector, _) = start_collector(&store, &args.store, &args.otlp, Arc::new(RwLock::new(()))).await?;
     tracing::info!(data_dir = %args.store.data_dir.display(), "weft collector ready");
     wait_for_shutdown().await;
     shut_down(&collector).await;
