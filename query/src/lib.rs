@@ -4,17 +4,21 @@
 //! the `spans` and `metrics` tables are registered (so a distributed engine can
 //! take its place later), and runs read-only SQL in a sandbox. Results leave this
 //! crate as [`SqlResult`], which renders itself as JSON rows, CSV or a text
-//! table, so callers never handle Arrow arrays.
+//! table, so callers never handle Arrow arrays. Beside SQL it answers the
+//! questions the API and pages ask: traces assembled (`assembly`), the
+//! service map, RED figures and histograms (`stats`), metric series (`metrics`).
 
 mod assembly;
 mod engine;
 mod json;
+mod metrics;
 mod sandbox;
 mod stats;
 mod traces;
 
 pub use engine::{QueryEngine, QueryError, QueryLimits, SqlResult, SqlJson, SqlColumn};
 pub use assembly::{AssembledTrace, CriticalSegment, TraceSpan, assemble};
+pub use metrics::{MetricChart, MetricInfo, MetricSeries, histogram_quantile};
 pub use sandbox::Refusal;
 pub use stats::{Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter, histogram_bounds};
 pub use traces::{Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch, read_spans};

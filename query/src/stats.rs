@@ -358,6 +358,33 @@ impl QueryEngine {
         Ok(series)
     }
 
+    /// Request counts per service per time bucket of `step_ns` (for
+    /// sparklines): one scan for every service, every bucket present.
+    pub async fn request_counts(&self, filter: &RequestFilter, step_ns: i64) -> Result<Vec<(String, Vec<u64>)>, QueryError> {
+        if step_ns <= 0 {
+            return Err(QueryError::Invalid("the step must be positive".into()));
+        }
+        let bucket = (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
+        let frame = self
+            .requests(filter)
+            .await?
+            .select(vec![col(s::SERVICE_NAME), bucket.alias("bucket")])?
+            .aggregate(vec![col(s::SERVICE_NAME), col("bucket")], vec![count(lit(1)).alias("count")])?;
+        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
+        let mut series: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+        for batch in self.collect(frame).await? {
+            let index = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let Some(service) = text_at(&batch, 0, row) else { continue };
+                let counts = series.entry(service).or_insert_with(|| vec![0; buckets]);
+                if let Some(slot) = usize::try_from(index.value(row)).ok().and_then(|i| counts.get_mut(i)) {
+                    *slot = int_at(&batch, 2, row);
+                }
+            }
+        }
+        Ok(series.into_iter().collect())
+    }
+
     /// The duration histogram of the requests that match `filter`.
     pub async fn histogram(&self, filter: &RequestFilter) -> Result<Histogram, QueryError> {
         let bounds = histogram_bounds();

@@ -11,9 +11,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 
@@ -27,17 +29,45 @@ pub struct Identity {
     pub instance: String,
 }
 
-/// Makes tracers that export over OTLP/gRPC and remembers their providers so
-/// that everything buffered is flushed at shutdown.
+/// Makes tracers (and meters) that export over OTLP/gRPC and remembers their
+/// providers so that everything buffered is flushed at shutdown.
 pub struct Telemetry {
     endpoint: String,
     export_interval: Duration,
     providers: Mutex<Vec<SdkTracerProvider>>,
+    meter_providers: Mutex<Vec<SdkMeterProvider>>,
 }
+
+/// Bucket bounds of `http.server.request.duration`, in seconds (the semantic
+/// conventions' advice).
+const DURATION_BOUNDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
 impl Telemetry {
     pub fn new(endpoint: String, export_interval: Duration) -> Self {
-        Self { endpoint, export_interval, providers: Mutex::new(Vec::new()) }
+        Self { endpoint, export_interval, providers: Mutex::new(Vec::new()), meter_providers: Mutex::new(Vec::new()) }
+    }
+
+    fn request_duration(&self, resource: Resource) -> Result<Histogram<f64>, SampleError> {
+        let exporter = MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(self.endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| SampleError::Exporter(error.to_string()))?;
+        // Metrics change slowly; a few seconds between exports is plenty.
+        let reader = PeriodicReader::builder(exporter).with_interval(self.export_interval.max(Duration::from_secs(2))).build();
+        let provider = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
+        let histogram = provider
+            .meter("drone-delivery")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description("Duration of HTTP server requests.")
+            .with_boundaries(DURATION_BOUNDS.to_vec())
+            .build();
+        if let Ok(mut providers) = self.meter_providers.lock() {
+            providers.push(provider);
+        }
+        Ok(histogram)
     }
 
     /// Must be called inside the Tokio runtime: the gRPC channel spawns its connection task there.
@@ -62,6 +92,7 @@ impl Telemetry {
                 KeyValue::new("telemetry.sdk.language", "rust"),
             ])
             .build();
+        let request_duration = self.request_duration(resource.clone())?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batches).build())
             .with_resource(resource)
@@ -70,7 +101,7 @@ impl Telemetry {
         if let Ok(mut providers) = self.providers.lock() {
             providers.push(provider);
         }
-        Ok(ServiceTracer { tracer, identity: identity.clone() })
+        Ok(ServiceTracer { tracer, identity: identity.clone(), request_duration })
     }
 
     /// Exports what is still buffered and stops the exporters. Blocks.
@@ -85,6 +116,14 @@ impl Telemetry {
             }
             let _ = provider.shutdown();
         }
+        let meter_providers = match self.meter_providers.lock() {
+            Ok(mut providers) => std::mem::take(&mut *providers),
+            Err(_) => return,
+        };
+        for provider in meter_providers {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        }
     }
 }
 
@@ -93,6 +132,8 @@ impl Telemetry {
 pub struct ServiceTracer {
     pub tracer: SdkTracer,
     pub identity: Identity,
+    /// `http.server.request.duration`, recorded by [`server_span`].
+    pub request_duration: Histogram<f64>,
 }
 
 /// Writes the current trace context into outgoing HTTP headers.
@@ -131,6 +172,7 @@ impl Extractor for HeaderExtractor<'_> {
 /// a child of the caller's span when the request carries `traceparent`. The
 /// handler runs inside it, so `Context::current()` there is the server span.
 pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let parent = extract(request.headers());
     let method = request.method().as_str().to_owned();
     let route = request
@@ -145,8 +187,8 @@ pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Requ
         .span_builder(format!("{method} {route}"))
         .with_kind(SpanKind::Server)
         .with_attributes([
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("http.route", route),
+            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("http.route", route.clone()),
             KeyValue::new("url.path", request.uri().path().to_owned()),
             KeyValue::new("url.scheme", "http"),
             KeyValue::new("server.address", address),
@@ -166,6 +208,14 @@ pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Requ
         span.set_status(Status::error(format!("HTTP {status}")));
     }
     span.end();
+    tracer.request_duration.record(
+        started.elapsed().as_secs_f64(),
+        &[
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.route", route),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ],
+    );
     response
 }
 

@@ -3,6 +3,7 @@
 //! plain HTTP), read back through `/api/sql` and `weft sql`.
 
 mod bad_input;
+mod browser;
 mod demo;
 mod durability;
 mod jaeger;

@@ -1,10 +1,11 @@
-//! The `weft` binary's HTTP side: routes, handlers and (later) pages. Handlers
+//! The `weft` binary's HTTP side: routes, handlers and pages. Handlers
 //! call the query crate and render what it returns; they hold no SQL of their
 //! own beyond what a user sends to `/api/sql`, and no Arrow arrays.
 
 mod api;
 pub mod config;
 pub mod jaeger;
+mod pages;
 mod params;
 mod routes;
 pub mod server;

@@ -1,4 +1,4 @@
-//! `fn app(state) -> Router`: the JSON API and health check on `--http-addr`.
+//! `fn app(state) -> Router`: the web UI, the JSON API and the health check on `--http-addr`.
 
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sql", post(sql))
         .merge(crate::jaeger::routes())
         .merge(crate::api::routes())
+        .merge(crate::pages::routes())
+        .fallback(crate::pages::not_found)
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }

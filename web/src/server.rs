@@ -100,7 +100,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let (collector, grpc_addr) = start_collector(&store, &args.store, &args.otlp, Arc::clone(&lock)).await?;
     let http_addr = start_query(&store, &args.http, Some(lock)).await?;
     let demo = if args.demo.demo { Some(start_demo(&args.demo, grpc_addr).await?) } else { None };
-    tracing::info!(data_dir = %args.store.data_dir.display(), "weft serve ready: try http://{http_addr}/api/services");
+    tracing::info!(data_dir = %args.store.data_dir.display(), "weft serve ready: open http://{http_addr}/");
     wait_for_shutdown().await;
     if let Some(demo) = demo {
         demo.shutdown().await;
