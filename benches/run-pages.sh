@@ -9,8 +9,15 @@ cd "$(dirname "$0")/.."
 STORE="${1:-$HOME/.cache/weft-bench-store}"
 RUNS="${2:-11}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
-cargo build --release -p weft-web --bin weft
-BIN="$CARGO_TARGET_DIR/release/weft"
+# PROFILE=dev times the test build (dependencies optimised, Weft's own code not)
+# when a release build of the binary is too costly to make.
+if [ "${PROFILE:-release}" = dev ]; then
+    cargo build -p weft-web --bin weft
+    BIN="$CARGO_TARGET_DIR/debug/weft"
+else
+    cargo build --release -p weft-web --bin weft
+    BIN="$CARGO_TARGET_DIR/release/weft"
+fi
 [ -d "$STORE/spans" ] || { echo "no store at $STORE: run benches/run-query.sh first" >&2; exit 1; }
 
 LOG="$(mktemp)"

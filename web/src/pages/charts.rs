@@ -215,7 +215,8 @@ pub struct MapEdge {
 
 const NODE_WIDTH: f64 = 170.0;
 const NODE_HEIGHT: f64 = 34.0;
-const LAYER_GAP: f64 = 300.0;
+/// Room between layers for the edge labels, which sit just right of their caller.
+const LAYER_GAP: f64 = NODE_WIDTH + 230.0;
 const ROW_GAP: f64 = 80.0;
 
 /// Layers by longest path from the entry points, so calls flow left to right.
@@ -295,7 +296,8 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
     let mut svg = format!(
         r#"<svg class="chart map" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-label="service map"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>"#
     );
-    let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
+    // Labels avoid the boxes and each other.
+    let mut placed: Vec<(f64, f64, f64, f64)> = position.values().map(|&(x, y)| (x, y, NODE_WIDTH, NODE_HEIGHT)).collect();
     let mut labels = String::new();
     for edge in edges {
         let (Some(&(fx, fy)), Some(&(tx, ty))) = (position.get(edge.from.as_str()), position.get(edge.to.as_str())) else {
@@ -313,10 +315,10 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
             x2 - bend,
             escape(&edge.detail)
         );
-        // Label at the curve's middle, moved down until it overlaps no other label.
-        let label_width = 7.0 * edge.label.chars().count() as f64 + 10.0;
-        let (mut lx, mut ly) = ((x1 + x2) / 2.0 - label_width / 2.0, (y1 + y2) / 2.0 - 9.0);
-        lx = lx.max(0.0);
+        // Label in the gap right of the caller, where the curve starts, moved
+        // down until it overlaps no box and no other label.
+        let label_width = 6.2 * edge.label.chars().count() as f64 + 10.0;
+        let (lx, mut ly) = (x1 + 14.0, y1 + (y2 - y1) * 0.2 - 9.0);
         while placed.iter().any(|&(px, py, pw, ph)| lx < px + pw && px < lx + label_width && ly < py + ph && py < ly + 18.0) {
             ly += 19.0;
         }

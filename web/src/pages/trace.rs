@@ -47,6 +47,7 @@ struct SpanRow {
     left: String,
     width: String,
     label_left: String,
+    label_inside: bool,
     duration: String,
     offset: String,
     critical_segments: Vec<(String, String)>,
@@ -150,8 +151,14 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
             critical: node.critical_ns > 0,
             left: format!("{left:.3}"),
             width: format!("{width:.3}"),
-            // The duration label sits right of the bar, or left of it near the end.
-            label_left: format!("{:.3}", if left + width > 85.0 { (left - 8.0).max(0.0) } else { left + width + 0.5 }),
+            // The duration label sits right of the bar, left of it near the end,
+            // or inside it when the bar fills the row.
+            label_left: format!("{:.3}", match (left + width > 85.0, left >= 9.0) {
+                (false, _) => left + width + 0.5,
+                (true, true) => left - 8.5,
+                (true, false) => left + 0.5,
+            }),
+            label_inside: left + width > 85.0 && left < 9.0,
             duration: duration(span.duration_ns),
             offset: duration(span.start_ns - trace.start_ns),
             critical_segments: std::mem::take(&mut segments[index]),
