@@ -40,6 +40,9 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 10_000_000)]
         spans: usize,
+        /// Resume an interrupted run: hours before this one are already written.
+        #[arg(long, default_value_t = 0)]
+        from_hour: usize,
     },
     /// Times each question and prints the medians.
     Run {
@@ -61,19 +64,19 @@ type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> BenchResult {
     match Args::parse().command {
-        Command::Generate { data_dir, spans } => generate(data_dir, spans).await,
+        Command::Generate { data_dir, spans, from_hour } => generate(data_dir, spans, from_hour).await,
         Command::Run { data_dir, runs, params, results } => run(data_dir, runs, params, results).await,
     }
 }
 
-async fn generate(data_dir: PathBuf, spans: usize) -> BenchResult {
+async fn generate(data_dir: PathBuf, spans: usize, from_hour: usize) -> BenchResult {
     let store = Store::local(&data_dir)?;
     let requests = spans.div_ceil(SPANS_PER_REQUEST);
     let per_hour = requests.div_ceil(24);
     let started = Instant::now();
     let mut written = 0usize;
     let mut bytes = 0u64;
-    for hour in 0..24 {
+    for hour in from_hour..24 {
         let first = hour * per_hour;
         let last = ((hour + 1) * per_hour).min(requests);
         if first >= last {

@@ -6,6 +6,8 @@
 //! `SELECT percentile_cont(duration_ns, 0.95)` over `/api/sql` or DuckDB's
 //! `quantile_cont`), so a figure here can always be checked with SQL.
 
+use std::collections::{HashMap, HashSet};
+
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::JoinType;
@@ -54,10 +56,6 @@ impl EdgeKind {
             EdgeKind::Link => "link",
             EdgeKind::Peer => "peer",
         }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [EdgeKind::Call, EdgeKind::Link, EdgeKind::Peer].into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -131,6 +129,75 @@ fn is_error(status_column: &str) -> Expr {
     col(status_column).eq(lit("ERROR"))
 }
 
+/// How far around a window the other side of a call or link is looked for:
+/// a server span may start a little before its client's (clock skew), a
+/// consumer long after its producer (queue lag).
+const WINDOW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
+const HOUR_NS: i64 = 3_600 * 1_000_000_000;
+
+/// `[start, end]` cut at hour boundaries (the store's partitions), as
+/// half-open windows except the last, which includes `end`.
+fn hour_windows(start_ns: i64, end_ns: i64) -> Vec<(i64, i64)> {
+    let mut windows = Vec::new();
+    let mut from = start_ns;
+    while from <= end_ns {
+        let next_hour = (from.div_euclid(HOUR_NS) + 1) * HOUR_NS;
+        if next_hour > end_ns {
+            windows.push((from, end_ns));
+            break;
+        }
+        // `spans_in` includes its end: stop a nanosecond before the next window.
+        windows.push((from, next_hour - 1));
+        from = next_hour;
+    }
+    windows
+}
+
+/// One client or producer span and what answered it.
+struct CallRow {
+    caller: String,
+    caller_is_client: bool,
+    callee: Option<String>,
+    peer: Option<String>,
+    latency_ns: i64,
+    error: bool,
+}
+
+/// An edge's latencies and errors, gathered window by window.
+#[derive(Default)]
+struct EdgeSamples {
+    latencies: Vec<i64>,
+    errors: u64,
+}
+
+impl EdgeSamples {
+    fn add(&mut self, latency_ns: i64, error: bool) {
+        self.latencies.push(latency_ns);
+        self.errors += u64::from(error);
+    }
+
+    fn summary(mut self) -> LatencySummary {
+        self.latencies.sort_unstable();
+        LatencySummary {
+            count: self.latencies.len() as u64,
+            errors: self.errors,
+            p50_ns: percentile(&self.latencies, 0.5),
+            p95_ns: percentile(&self.latencies, 0.95),
+            p99_ns: percentile(&self.latencies, 0.99),
+        }
+    }
+}
+
+/// `percentile_cont` of sorted values: linear interpolation between the two
+/// nearest ranks, as DataFusion, DuckDB and PostgreSQL compute it.
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    let Some(&last) = sorted.last() else { return 0.0 };
+    let rank = p * (sorted.len() - 1) as f64;
+    let (lower, upper) = (rank.floor() as usize, rank.ceil() as usize);
+    let (a, b) = (sorted.get(lower).copied().unwrap_or(last) as f64, sorted.get(upper).copied().unwrap_or(last) as f64);
+    a + (b - a) * (rank - lower as f64)
+}
+
 /// count, errors, p50, p95, p99 of `latency_ns` (in this order).
 fn summary_aggregates(latency_ns: Expr, error: Expr) -> Vec<Expr> {
     let latency = cast(latency_ns, DataType::Float64);
@@ -187,18 +254,54 @@ impl QueryEngine {
     }
 
     /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
+    ///
+    /// The joins run one hour of callers at a time (the store's partition), so
+    /// memory stays bounded over any range; each window's latencies are
+    /// collected and the percentiles computed exactly over the whole range.
     pub async fn service_map(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
-        let mut edges = self.call_and_peer_edges(start_ns, end_ns).await?;
-        edges.extend(self.link_edges(start_ns, end_ns).await?);
+        let known = self.known_services(start_ns, end_ns).await?;
+        let mut edges: HashMap<(String, String, EdgeKind), EdgeSamples> = HashMap::new();
+        for (window_start, window_end) in hour_windows(start_ns, end_ns) {
+            for row in self.call_rows(start_ns, end_ns, window_start, window_end).await? {
+                let CallRow { caller, caller_is_client, callee, peer, latency_ns, error } = row;
+                let (to, kind) = match (callee, peer) {
+                    (Some(callee), _) if callee != caller => (callee, EdgeKind::Call),
+                    (Some(_), _) => continue,
+                    // A client span with no server child whose peer is an
+                    // instrumented service is still a call to that service (it
+                    // failed fast, timed out, or the callee's spans are lost).
+                    (None, Some(peer)) if caller_is_client && known.contains(&peer) && peer != caller => (peer, EdgeKind::Call),
+                    (None, Some(peer)) if caller_is_client && !known.contains(&peer) => (peer, EdgeKind::Peer),
+                    _ => continue,
+                };
+                edges.entry((caller, to, kind)).or_default().add(latency_ns, error);
+            }
+            for (from, to, latency_ns, error) in self.link_rows(start_ns, end_ns, window_start, window_end).await? {
+                edges.entry((from, to, EdgeKind::Link)).or_default().add(latency_ns, error);
+            }
+        }
+        let mut edges: Vec<Edge> =
+            edges.into_iter().map(|((from, to, kind), samples)| Edge { from, to, kind, stats: samples.summary() }).collect();
         edges.sort_by(|a, b| (&a.from, &a.to, a.kind.as_str()).cmp(&(&b.from, &b.to, b.kind.as_str())));
         Ok(edges)
     }
 
-    /// Client and producer spans joined to their server and consumer children.
-    async fn call_and_peer_edges(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
-        let spans = self.spans_in(start_ns, end_ns).await?;
-        let callers = spans
-            .clone()
+    async fn known_services(&self, start_ns: i64, end_ns: i64) -> Result<HashSet<String>, QueryError> {
+        let frame = self.spans_in(start_ns, end_ns).await?.aggregate(vec![col(s::SERVICE_NAME)], vec![])?;
+        let mut services = HashSet::new();
+        for batch in self.collect(frame).await? {
+            services.extend((0..batch.num_rows()).filter_map(|row| text_at(&batch, 0, row)));
+        }
+        Ok(services)
+    }
+
+    /// Client and producer spans that start in the window, each with its server
+    /// or consumer child if it has one (children are looked for a margin
+    /// around the window, inside the range).
+    async fn call_rows(&self, start_ns: i64, end_ns: i64, window_start: i64, window_end: i64) -> Result<Vec<CallRow>, QueryError> {
+        let callers = self
+            .spans_in(window_start, window_end)
+            .await?
             .filter(in_list(col(s::KIND), vec![lit("CLIENT"), lit("PRODUCER")], false))?
             .select(vec![
                 col(s::TRACE_ID).alias("caller_trace"),
@@ -209,8 +312,9 @@ impl QueryEngine {
                 col(s::STATUS_CODE).alias("caller_status"),
                 coalesce(vec![col("peer_service"), col("server_address")]).alias("peer"),
             ])?;
-        let callees = spans
-            .clone()
+        let callees = self
+            .spans_in((window_start - WINDOW_MARGIN_NS).max(start_ns), (window_end + WINDOW_MARGIN_NS).min(end_ns))
+            .await?
             .filter(in_list(col(s::KIND), vec![lit("SERVER"), lit("CONSUMER")], false).and(col(s::PARENT_SPAN_ID).is_not_null()))?
             .select(vec![
                 col(s::TRACE_ID).alias("callee_trace"),
@@ -219,40 +323,47 @@ impl QueryEngine {
                 col(s::DURATION_NS).alias("callee_duration"),
                 col(s::STATUS_CODE).alias("callee_status"),
             ])?;
-        // A client span with no server child whose peer is an instrumented
-        // service is still a call to that service (it failed fast, timed out,
-        // or the callee's spans are lost): it belongs on that edge, not on a
-        // peer edge of its own.
-        let services = spans
-            .aggregate(vec![col(s::SERVICE_NAME)], vec![])?
-            .select(vec![col(s::SERVICE_NAME).alias("known_service")])?;
-        let matched = col("callee_service").is_not_null();
-        let answered = matched.clone().and(col("callee_service").not_eq(col("caller_service")));
-        let unanswered = col("callee_service").is_null().and(col("caller_kind").eq(lit("CLIENT"))).and(col("peer").is_not_null());
-        let to_service = unanswered.clone().and(col("known_service").is_not_null()).and(col("peer").not_eq(col("caller_service")));
-        let to_peer = unanswered.and(col("known_service").is_null());
-        let latency = when(col("caller_kind").eq(lit("CLIENT")), col("caller_duration")).otherwise(col("callee_duration"))?;
+        let is_client = col("caller_kind").eq(lit("CLIENT"));
+        let latency = when(is_client.clone(), col("caller_duration")).otherwise(col("callee_duration"))?;
         let error = is_error("caller_status").or(coalesce(vec![is_error("callee_status"), lit(false)]));
         let frame = callers
             .join(callees, JoinType::Left, &["caller_trace", "caller_span"], &["callee_trace", "callee_parent"], None)?
-            .join(services, JoinType::Left, &["peer"], &["known_service"], None)?
-            .filter(answered.or(to_service).or(to_peer.clone()))?
+            .filter(col("callee_service").is_not_null().or(is_client.clone().and(col("peer").is_not_null())))?
             .select(vec![
                 col("caller_service"),
-                when(matched, col("callee_service")).otherwise(col("peer"))?.alias("to"),
-                when(to_peer, lit(EdgeKind::Peer.as_str())).otherwise(lit(EdgeKind::Call.as_str()))?.alias("edge_kind"),
-                latency.alias("latency"),
+                is_client.alias("is_client"),
+                col("callee_service"),
+                col("peer"),
+                cast(latency, DataType::Int64).alias("latency"),
                 error.alias("error"),
-            ])?
-            .aggregate(vec![col("caller_service"), col("to"), col("edge_kind")], summary_aggregates(col("latency"), col("error")))?;
-        self.read_edges(frame).await
+            ])?;
+        let mut rows = Vec::new();
+        for batch in self.collect(frame).await? {
+            let is_client = batch.column(1).as_boolean();
+            let latency = batch.column(4).as_primitive::<Int64Type>();
+            let error = batch.column(5).as_boolean();
+            for row in 0..batch.num_rows() {
+                let Some(caller) = text_at(&batch, 0, row) else { continue };
+                rows.push(CallRow {
+                    caller,
+                    caller_is_client: is_client.is_valid(row) && is_client.value(row),
+                    callee: text_at(&batch, 2, row),
+                    peer: text_at(&batch, 3, row),
+                    latency_ns: if latency.is_null(row) { 0 } else { latency.value(row) },
+                    error: error.is_valid(row) && error.value(row),
+                });
+            }
+        }
+        Ok(rows)
     }
 
-    /// Consumer spans that link to a producer span in another service without being its child.
-    async fn link_edges(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
-        let spans = self.spans_in(start_ns, end_ns).await?;
-        let consumers = spans
-            .clone()
+    /// Consumer spans starting in the window that link to a producer span in
+    /// another service without being its child: (producer service, consumer
+    /// service, consumer duration, consumer failed).
+    async fn link_rows(&self, start_ns: i64, end_ns: i64, window_start: i64, window_end: i64) -> Result<Vec<(String, String, i64, bool)>, QueryError> {
+        let consumers = self
+            .spans_in(window_start, window_end)
+            .await?
             .filter(cardinality(col(s::LINKS)).gt(lit(0u64)))?
             .select(vec![
                 col(s::PARENT_SPAN_ID).alias("consumer_parent"),
@@ -270,7 +381,8 @@ impl QueryEngine {
                 get_field(col(s::LINKS), s::link::TRACE_ID).alias("link_trace"),
                 get_field(col(s::LINKS), s::link::SPAN_ID).alias("link_span"),
             ])?;
-        let producers = spans.select(vec![
+        // The linked span came first: look a margin before the window.
+        let producers = self.spans_in((window_start - WINDOW_MARGIN_NS).max(start_ns), window_end.min(end_ns)).await?.select(vec![
             col(s::TRACE_ID).alias("producer_trace"),
             col(s::SPAN_ID).alias("producer_span"),
             col(s::SERVICE_NAME).alias("producer_service"),
@@ -281,27 +393,22 @@ impl QueryEngine {
             .filter(col("producer_service").not_eq(col("consumer_service")).and(not_child))?
             .select(vec![
                 col("producer_service"),
-                col("consumer_service").alias("to"),
-                lit(EdgeKind::Link.as_str()).alias("edge_kind"),
-                col("consumer_duration").alias("latency"),
+                col("consumer_service"),
+                cast(col("consumer_duration"), DataType::Int64).alias("latency"),
                 is_error("consumer_status").alias("error"),
-            ])?
-            .aggregate(vec![col("producer_service"), col("to"), col("edge_kind")], summary_aggregates(col("latency"), col("error")))?;
-        self.read_edges(frame).await
-    }
-
-    async fn read_edges(&self, frame: DataFrame) -> Result<Vec<Edge>, QueryError> {
-        let mut edges = Vec::new();
+            ])?;
+        let mut rows = Vec::new();
         for batch in self.collect(frame).await? {
+            let latency = batch.column(2).as_primitive::<Int64Type>();
+            let error = batch.column(3).as_boolean();
             for row in 0..batch.num_rows() {
-                let (Some(from), Some(to), Some(kind)) = (text_at(&batch, 0, row), text_at(&batch, 1, row), text_at(&batch, 2, row)) else {
-                    continue;
-                };
-                let kind = EdgeKind::parse(&kind).ok_or_else(|| QueryError::Invalid(format!("unknown edge kind {kind}")))?;
-                edges.push(Edge { from, to, kind, stats: summary_at(&batch, 3, row) });
+                if let (Some(from), Some(to)) = (text_at(&batch, 0, row), text_at(&batch, 1, row)) {
+                    let latency_ns = if latency.is_null(row) { 0 } else { latency.value(row) };
+                    rows.push((from, to, latency_ns, error.is_valid(row) && error.value(row)));
+                }
             }
         }
-        Ok(edges)
+        Ok(rows)
     }
 
     /// RED figures over the whole range: per service when `filter.service` is
@@ -428,6 +535,24 @@ impl QueryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_percentile_cont() {
+        let values = [10, 20, 30, 40, 50];
+        assert_eq!(percentile(&values, 0.5), 30.0);
+        assert_eq!(percentile(&values, 0.95), 48.0);
+        assert_eq!(percentile(&values, 0.99), 49.6);
+        assert_eq!(percentile(&[7], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn windows_follow_hour_boundaries_and_cover_the_range() {
+        let h = HOUR_NS;
+        assert_eq!(hour_windows(h / 2, h / 2 + 10), vec![(h / 2, h / 2 + 10)]);
+        assert_eq!(hour_windows(h / 2, 2 * h + 5), vec![(h / 2, h - 1), (h, 2 * h - 1), (2 * h, 2 * h + 5)]);
+        assert_eq!(hour_windows(h, 2 * h), vec![(h, 2 * h - 1), (2 * h, 2 * h)]);
+    }
 
     #[test]
     fn histogram_bounds_step_one_two_five() {

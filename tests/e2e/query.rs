@@ -187,7 +187,8 @@ async fn the_service_map_counts_calls_links_and_peers_once() -> TestResult {
             {"name": "web", "kind": "service"},
         ])
     );
-    // The percentiles are the ones SQL computes over the same client spans.
+    // The percentiles are the ones SQL computes over the same client spans (up
+    // to DataFusion's floating-point rounding, a few nanoseconds at most).
     let rows = weft
         .sql(
             "SELECT percentile_cont(duration_ns, 0.5), percentile_cont(duration_ns, 0.95), percentile_cont(duration_ns, 0.99) \
@@ -197,7 +198,7 @@ async fn the_service_map_counts_calls_links_and_peers_once() -> TestResult {
     let web_orders = &map["edges"][2];
     for (i, key) in ["p50Us", "p95Us", "p99Us"].iter().enumerate() {
         let sql_us = number(&rows[0][i]) / 1000.0;
-        assert!((number(&web_orders[key]) - sql_us).abs() < 1e-6, "{key}: {} vs SQL {sql_us}", web_orders[key]);
+        assert!((number(&web_orders[key]) - sql_us).abs() <= 1e-6 * sql_us.abs().max(1.0), "{key}: {} vs SQL {sql_us}", web_orders[key]);
     }
     // Calls per second over the two-minute window.
     assert!((number(&web_orders["ratePerSec"]) - 3.0 / 120.0).abs() < 1e-9);
