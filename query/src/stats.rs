@@ -135,13 +135,18 @@ fn is_error(status_column: &str) -> Expr {
 const WINDOW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
 const HOUR_NS: i64 = 3_600 * 1_000_000_000;
 
-/// `[start, end]` cut at hour boundaries (the store's partitions), as
-/// half-open windows except the last, which includes `end`.
-fn hour_windows(start_ns: i64, end_ns: i64) -> Vec<(i64, i64)> {
+/// Spans per join window: a day of the benchmark store (10 million spans)
+/// needs about 1.1 GB to join at once; this keeps a window near 300 MB.
+const SPANS_PER_WINDOW: u64 = 2_500_000;
+
+/// `[start, end]` cut at boundaries of `hours` whole hours (the store's
+/// partitions), as half-open windows except the last, which includes `end`.
+fn hour_windows(start_ns: i64, end_ns: i64, hours: i64) -> Vec<(i64, i64)> {
+    let width = HOUR_NS * hours.max(1);
     let mut windows = Vec::new();
     let mut from = start_ns;
     while from <= end_ns {
-        let next_hour = (from.div_euclid(HOUR_NS) + 1) * HOUR_NS;
+        let next_hour = (from.div_euclid(width) + 1) * width;
         if next_hour > end_ns {
             windows.push((from, end_ns));
             break;
@@ -255,13 +260,17 @@ impl QueryEngine {
 
     /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
     ///
-    /// The joins run one hour of callers at a time (the store's partition), so
-    /// memory stays bounded over any range; each window's latencies are
-    /// collected and the percentiles computed exactly over the whole range.
+    /// The joins run over windows of whole hours (the store's partitions) of
+    /// at most about [`SPANS_PER_WINDOW`] spans, so memory stays bounded over
+    /// any range; each window's latencies are collected and the percentiles
+    /// computed exactly over the whole range.
     pub async fn service_map(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
-        let known = self.known_services(start_ns, end_ns).await?;
+        let (known, spans) = self.known_services(start_ns, end_ns).await?;
+        // As few windows as memory allows: each join reads its inputs again.
+        let windows = spans.div_ceil(SPANS_PER_WINDOW).max(1) as i64;
+        let hours = ((end_ns - start_ns) / HOUR_NS + 1).div_euclid(windows).max(1);
         let mut edges: HashMap<(String, String, EdgeKind), EdgeSamples> = HashMap::new();
-        for (window_start, window_end) in hour_windows(start_ns, end_ns) {
+        for (window_start, window_end) in hour_windows(start_ns, end_ns, hours) {
             for row in self.call_rows(start_ns, end_ns, window_start, window_end).await? {
                 let CallRow { caller, caller_is_client, callee, peer, latency_ns, error } = row;
                 let (to, kind) = match (callee, peer) {
@@ -286,13 +295,17 @@ impl QueryEngine {
         Ok(edges)
     }
 
-    async fn known_services(&self, start_ns: i64, end_ns: i64) -> Result<HashSet<String>, QueryError> {
-        let frame = self.spans_in(start_ns, end_ns).await?.aggregate(vec![col(s::SERVICE_NAME)], vec![])?;
-        let mut services = HashSet::new();
+    /// The services with spans in the range, and how many spans there are.
+    async fn known_services(&self, start_ns: i64, end_ns: i64) -> Result<(HashSet<String>, u64), QueryError> {
+        let frame = self.spans_in(start_ns, end_ns).await?.aggregate(vec![col(s::SERVICE_NAME)], vec![count(lit(1)).alias("spans")])?;
+        let (mut services, mut spans) = (HashSet::new(), 0);
         for batch in self.collect(frame).await? {
-            services.extend((0..batch.num_rows()).filter_map(|row| text_at(&batch, 0, row)));
+            for row in 0..batch.num_rows() {
+                spans += int_at(&batch, 1, row);
+                services.extend(text_at(&batch, 0, row));
+            }
         }
-        Ok(services)
+        Ok((services, spans))
     }
 
     /// Client and producer spans that start in the window, each with its server
@@ -549,9 +562,10 @@ mod tests {
     #[test]
     fn windows_follow_hour_boundaries_and_cover_the_range() {
         let h = HOUR_NS;
-        assert_eq!(hour_windows(h / 2, h / 2 + 10), vec![(h / 2, h / 2 + 10)]);
-        assert_eq!(hour_windows(h / 2, 2 * h + 5), vec![(h / 2, h - 1), (h, 2 * h - 1), (2 * h, 2 * h + 5)]);
-        assert_eq!(hour_windows(h, 2 * h), vec![(h, 2 * h - 1), (2 * h, 2 * h)]);
+        assert_eq!(hour_windows(h / 2, h / 2 + 10, 1), vec![(h / 2, h / 2 + 10)]);
+        assert_eq!(hour_windows(h / 2, 2 * h + 5, 1), vec![(h / 2, h - 1), (h, 2 * h - 1), (2 * h, 2 * h + 5)]);
+        assert_eq!(hour_windows(h, 2 * h, 1), vec![(h, 2 * h - 1), (2 * h, 2 * h)]);
+        assert_eq!(hour_windows(0, 24 * h, 6), vec![(0, 6 * h - 1), (6 * h, 12 * h - 1), (12 * h, 18 * h - 1), (18 * h, 24 * h - 1), (24 * h, 24 * h)]);
     }
 
     #[test]
