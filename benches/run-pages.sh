@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 STORE="${1:-$HOME/.cache/weft-bench-store}"
 RUNS="${2:-11}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
-# PROFILE=dev times the test build (dependencies optimised, Weft's own code not)
-# when a release build of the binary is too costly to make.
-if [ "${PROFILE:-release}" = dev ]; then
-    cargo build -p weft-web --bin weft
-    BIN="$CARGO_TARGET_DIR/debug/weft"
+# WEFT_BIN=path times a binary already built, e.g. the one `cargo test
+# --workspace` builds (dependencies optimised, Weft's own code not), when a
+# release build is too costly to make. (Building `-p weft-web` alone would
+# rebuild DataFusion with another feature set.)
+if [ -n "${WEFT_BIN:-}" ]; then
+    BIN="$WEFT_BIN"
 else
     cargo build --release -p weft-web --bin weft
     BIN="$CARGO_TARGET_DIR/release/weft"
