@@ -131,6 +131,11 @@ fn charts(buckets: &[RedBucket], step: i64, range: &Range) -> (String, String, S
     let points = |value: &dyn Fn(&RedBucket) -> f64| -> Vec<(i64, f64)> {
         buckets.iter().map(|b| (b.start_ns + step / 2, value(b))).collect()
     };
+    // An empty bucket has no error rate or latency: those lines skip it
+    // rather than drop to zero.
+    let measured = |value: &dyn Fn(&RedBucket) -> f64| -> Vec<(i64, f64)> {
+        buckets.iter().filter(|b| b.stats.count > 0).map(|b| (b.start_ns + step / 2, value(b))).collect()
+    };
     let rate_chart = line_chart(
         "Requests per second",
         &[("rate", points(&|b| b.stats.count as f64 / seconds))],
@@ -140,7 +145,7 @@ fn charts(buckets: &[RedBucket], step: i64, range: &Range) -> (String, String, S
     );
     let error_chart = line_chart(
         "Error rate",
-        &[("errors", points(&|b| b.stats.error_rate()))],
+        &[("errors", measured(&|b| b.stats.error_rate()))],
         range.start_ns,
         range.end_ns,
         percent,
@@ -148,9 +153,9 @@ fn charts(buckets: &[RedBucket], step: i64, range: &Range) -> (String, String, S
     let latency_chart = line_chart(
         "Latency",
         &[
-            ("p50", points(&|b| b.stats.p50_ns)),
-            ("p95", points(&|b| b.stats.p95_ns)),
-            ("p99", points(&|b| b.stats.p99_ns)),
+            ("p50", measured(&|b| b.stats.p50_ns)),
+            ("p95", measured(&|b| b.stats.p95_ns)),
+            ("p99", measured(&|b| b.stats.p99_ns)),
         ],
         range.start_ns,
         range.end_ns,
