@@ -17,7 +17,9 @@ fn ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(SPANS_PER_REQUEST as u64));
     group.bench_function("decode", |b| {
-        b.iter(|| ExportTraceServiceRequest::decode(bytes.as_slice()).map(|r| r.resource_spans.len()))
+        b.iter(|| {
+            ExportTraceServiceRequest::decode(bytes.as_slice()).map(|r| r.resource_spans.len())
+        })
     });
     group.bench_function("decode_and_convert", |b| {
         b.iter(|| {
@@ -27,13 +29,17 @@ fn ingest(c: &mut Criterion) {
                 .map(|batch| batch.num_rows())
         })
     });
-    group.bench_function("encode_protobuf_for_wal", |b| b.iter(|| request.encode_to_vec().len()));
+    group.bench_function("encode_protobuf_for_wal", |b| {
+        b.iter(|| request.encode_to_vec().len())
+    });
     // Parquet is written for many requests at once; bench a flush of 16 of them.
     let batches: Vec<_> = (0..16)
         .filter_map(|i| to_record_batch(&realistic_request(i, 1_800_000_000_000_000_000)).ok())
         .collect();
     group.throughput(Throughput::Elements((16 * SPANS_PER_REQUEST) as u64));
-    group.bench_function("parquet_encode", |b| b.iter(|| encode_parquet(Table::Spans, &batches).map(|bytes| bytes.len())));
+    group.bench_function("parquet_encode", |b| {
+        b.iter(|| encode_parquet(Table::Spans, &batches).map(|bytes| bytes.len()))
+    });
     group.finish();
 }
 

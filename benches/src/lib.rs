@@ -4,7 +4,9 @@
 //! events on a quarter of the spans. Deterministic for a given seed.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -35,18 +37,47 @@ impl Rng {
 }
 
 fn text(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        key_strindex: 0,
+    }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value)),
+        }),
+        key_strindex: 0,
+    }
 }
 
 fn service_name(i: usize) -> String {
     const NAMES: [&str; SERVICES] = [
-        "frontend", "checkout", "cart", "payment", "shipping", "email", "currency", "recommendation", "ad",
-        "product-catalog", "accounts", "delivery", "package", "drone-management", "delivery-history", "scheduler",
-        "inventory", "pricing", "search", "notifications",
+        "frontend",
+        "checkout",
+        "cart",
+        "payment",
+        "shipping",
+        "email",
+        "currency",
+        "recommendation",
+        "ad",
+        "product-catalog",
+        "accounts",
+        "delivery",
+        "package",
+        "drone-management",
+        "delivery-history",
+        "scheduler",
+        "inventory",
+        "pricing",
+        "search",
+        "notifications",
     ];
     NAMES[i % SERVICES].to_owned()
 }
@@ -56,7 +87,10 @@ fn resource(service: usize, instance: u64) -> Resource {
         attributes: vec![
             text("service.name", service_name(service)),
             text("service.version", format!("1.{}.0", service % 3)),
-            text("service.instance.id", format!("{}-{instance}", service_name(service))),
+            text(
+                "service.instance.id",
+                format!("{}-{instance}", service_name(service)),
+            ),
             text("host.name", format!("node-{}", instance % 5)),
             text("telemetry.sdk.name", "opentelemetry"),
             text("telemetry.sdk.language", "rust"),
@@ -87,17 +121,29 @@ pub fn realistic_request(seed: u64, now_ns: u64) -> ExportTraceServiceRequest {
             let start = trace_start + depth as u64 * 1_000_000 + rng.below(500_000);
             let duration = 200_000 + rng.below(50_000_000);
             let kind = if depth % 2 == 0 { 2 } else { 3 };
-            let route = ["/api/orders/{id}", "/api/cart", "/api/checkout", "/api/products", "/healthz"][(rng.below(5)) as usize];
+            let route = [
+                "/api/orders/{id}",
+                "/api/cart",
+                "/api/checkout",
+                "/api/products",
+                "/healthz",
+            ][(rng.below(5)) as usize];
             let status_code = if rng.below(50) == 0 { 500 } else { 200 };
             let mut attributes = vec![
-                text("http.request.method", ["GET", "POST", "PUT"][rng.below(3) as usize]),
+                text(
+                    "http.request.method",
+                    ["GET", "POST", "PUT"][rng.below(3) as usize],
+                ),
                 text("http.route", route),
                 int("http.response.status_code", status_code),
                 text("url.scheme", "http"),
                 text("server.address", service_name(service + 1)),
                 int("server.port", 8080),
                 text("network.protocol.version", "1.1"),
-                text("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) weft-bench/1.0"),
+                text(
+                    "user_agent.original",
+                    "Mozilla/5.0 (X11; Linux x86_64) weft-bench/1.0",
+                ),
                 text("app.user_id", format!("user-{}", rng.below(10_000))),
                 int("app.items", rng.below(20) as i64),
             ];
@@ -108,7 +154,10 @@ pub fn realistic_request(seed: u64, now_ns: u64) -> ExportTraceServiceRequest {
                 vec![Event {
                     time_unix_nano: start + duration / 2,
                     name: "cache.miss".into(),
-                    attributes: vec![text("cache.key", format!("product-{}", rng.below(1000))), int("cache.ttl", 60)],
+                    attributes: vec![
+                        text("cache.key", format!("product-{}", rng.below(1000))),
+                        int("cache.ttl", 60),
+                    ],
                     dropped_attributes_count: 0,
                 }]
             } else {
@@ -124,7 +173,10 @@ pub fn realistic_request(seed: u64, now_ns: u64) -> ExportTraceServiceRequest {
                 end_time_unix_nano: start + duration,
                 attributes,
                 events,
-                status: Some(Status { code: if status_code == 500 { 2 } else { 0 }, message: String::new() }),
+                status: Some(Status {
+                    code: if status_code == 500 { 2 } else { 0 },
+                    message: String::new(),
+                }),
                 flags: 0x101,
                 ..Default::default()
             };
@@ -141,7 +193,11 @@ pub fn realistic_request(seed: u64, now_ns: u64) -> ExportTraceServiceRequest {
             .map(|(service, spans)| ResourceSpans {
                 resource: Some(resource(service + (seed as usize % 5) * 4, seed % 3)),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope { name: "opentelemetry-http".into(), version: "0.33.0".into(), ..Default::default() }),
+                    scope: Some(InstrumentationScope {
+                        name: "opentelemetry-http".into(),
+                        version: "0.33.0".into(),
+                        ..Default::default()
+                    }),
                     spans,
                     schema_url: String::new(),
                 }],
@@ -158,11 +214,25 @@ mod tests {
     #[test]
     fn requests_have_the_advertised_shape() {
         let request = realistic_request(1, 1_800_000_000_000_000_000);
-        let spans: Vec<&Span> = request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+        let spans: Vec<&Span> = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
         assert_eq!(spans.len(), SPANS_PER_REQUEST);
         let attributes: usize = spans.iter().map(|s| s.attributes.len()).sum();
         assert!((10..=11).contains(&(attributes / spans.len())));
-        assert!(request.resource_spans.iter().all(|r| r.resource.as_ref().is_some_and(|r| r.attributes.len() == 8)));
-        assert_eq!(realistic_request(1, 1_800_000_000_000_000_000), request, "deterministic");
+        assert!(
+            request
+                .resource_spans
+                .iter()
+                .all(|r| r.resource.as_ref().is_some_and(|r| r.attributes.len() == 8))
+        );
+        assert_eq!(
+            realistic_request(1, 1_800_000_000_000_000_000),
+            request,
+            "deterministic"
+        );
     }
 }

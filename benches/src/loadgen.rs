@@ -66,11 +66,20 @@ enum LoadError {
 
 /// CPU seconds (user + system) the process has used.
 fn cpu_seconds(pid: u32) -> Result<f64, LoadError> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|source| LoadError::Proc { pid, source })?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|source| LoadError::Proc { pid, source })?;
     // Fields after the command name (which may hold spaces) start after ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or(LoadError::ProcFormat(pid))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or(LoadError::ProcFormat(pid))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or(LoadError::ProcFormat(pid));
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or(LoadError::ProcFormat(pid))
+    };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
     Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
 }
@@ -86,7 +95,8 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Result<u64, LoadError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| LoadError::Proc { pid, source })?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|source| LoadError::Proc { pid, source })?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))
@@ -96,14 +106,26 @@ fn proc_status_kib(pid: u32, field: &str) -> Result<u64, LoadError> {
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
 }
 
 /// Stamps `stamp` into the ids, keeping spans of one trace together.
 fn make_ids_unique(request: &mut ExportTraceServiceRequest, stamp: u64) {
     let stamp = stamp.to_le_bytes();
-    for span in request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
-        for id in [&mut span.trace_id, &mut span.span_id, &mut span.parent_span_id] {
+    for span in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+    {
+        for id in [
+            &mut span.trace_id,
+            &mut span.span_id,
+            &mut span.parent_span_id,
+        ] {
             for (byte, s) in id.iter_mut().zip(stamp) {
                 *byte ^= s;
             }
@@ -120,7 +142,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn parquet_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| {
@@ -140,19 +164,32 @@ async fn count_spans(http: &str) -> Result<i64, LoadError> {
     let body = serde_json::json!({"sql": "SELECT count(*) FROM spans"}).to_string();
     // Only before and after the load, so a blocking call is fine here.
     let output = std::process::Command::new("curl")
-        .args(["-s", "-H", "content-type: application/json", "-d", &body, &format!("{http}/api/sql")])
+        .args([
+            "-s",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            &format!("{http}/api/sql"),
+        ])
         .output()
         .map_err(|e| LoadError::Http(e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| LoadError::Http(e.to_string()))?;
-    value["rows"][0][0].as_i64().ok_or_else(|| LoadError::Http(value.to_string()))
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| LoadError::Http(e.to_string()))?;
+    value["rows"][0][0]
+        .as_i64()
+        .ok_or_else(|| LoadError::Http(value.to_string()))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), LoadError> {
     let args = Args::parse();
     let now = now_nanos();
-    let requests: Arc<Vec<ExportTraceServiceRequest>> =
-        Arc::new((0..args.requests).map(|i| realistic_request(i as u64 + now, now)).collect());
+    let requests: Arc<Vec<ExportTraceServiceRequest>> = Arc::new(
+        (0..args.requests)
+            .map(|i| realistic_request(i as u64 + now, now))
+            .collect(),
+    );
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let before_count = match &args.http {
         Some(http) => count_spans(http).await?,
@@ -163,13 +200,21 @@ async fn main() -> Result<(), LoadError> {
     let deadline = started + Duration::from_secs(args.duration_secs);
     // Each exporter sends one request per interval when a rate is set.
     let interval = (args.rate > 0).then(|| {
-        Duration::from_secs_f64(SPANS_PER_REQUEST as f64 * args.concurrency as f64 / args.rate as f64)
+        Duration::from_secs_f64(
+            SPANS_PER_REQUEST as f64 * args.concurrency as f64 / args.rate as f64,
+        )
     });
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
-        let (requests, latencies, endpoint) = (Arc::clone(&requests), Arc::clone(&latencies), args.endpoint.clone());
+        let (requests, latencies, endpoint) = (
+            Arc::clone(&requests),
+            Arc::clone(&latencies),
+            args.endpoint.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(endpoint).await?.max_decoding_message_size(64 << 20);
+            let mut client = TraceServiceClient::connect(endpoint)
+                .await?
+                .max_decoding_message_size(64 << 20);
             let mut sent = 0usize;
             let mut local = Vec::new();
             let mut next = Instant::now();
@@ -204,17 +249,33 @@ async fn main() -> Result<(), LoadError> {
     println!("requests acknowledged     {sent_requests}");
     println!("spans acknowledged        {spans}");
     println!("spans per second          {:.0}", spans / elapsed);
-    println!("server CPU seconds        {cpu:.2} ({:.1}% of one core)", 100.0 * cpu / elapsed);
+    println!(
+        "server CPU seconds        {cpu:.2} ({:.1}% of one core)",
+        100.0 * cpu / elapsed
+    );
     println!("spans per CPU-second      {:.0}", spans / cpu.max(1e-9));
-    println!("ack latency p50           {:.2} ms", percentile(&latencies, 0.5).as_secs_f64() * 1000.0);
-    println!("ack latency p99           {:.2} ms", percentile(&latencies, 0.99).as_secs_f64() * 1000.0);
-    println!("server RSS now / peak     {} / {} MiB", proc_status_kib(args.server_pid, "VmRSS:")? / 1024, proc_status_kib(args.server_pid, "VmHWM:")? / 1024);
+    println!(
+        "ack latency p50           {:.2} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1000.0
+    );
+    println!(
+        "ack latency p99           {:.2} ms",
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "server RSS now / peak     {} / {} MiB",
+        proc_status_kib(args.server_pid, "VmRSS:")? / 1024,
+        proc_status_kib(args.server_pid, "VmHWM:")? / 1024
+    );
     if let Some(http) = &args.http {
         let expected = before_count + spans as i64;
         loop {
             let count = count_spans(http).await?;
             if count >= expected {
-                println!("all spans visible to SQL  {:.2} s after the last ack", acked_at.elapsed().as_secs_f64());
+                println!(
+                    "all spans visible to SQL  {:.2} s after the last ack",
+                    acked_at.elapsed().as_secs_f64()
+                );
                 break;
             }
             if acked_at.elapsed() > Duration::from_secs(60) {
@@ -226,7 +287,10 @@ async fn main() -> Result<(), LoadError> {
         if let Some(dir) = &args.data_dir {
             let bytes = parquet_bytes(&dir.join("spans"));
             let stored = count_spans(http).await?;
-            println!("bytes per span on disk    {:.1} ({bytes} bytes, {stored} spans)", bytes as f64 / stored.max(1) as f64);
+            println!(
+                "bytes per span on disk    {:.1} ({bytes} bytes, {stored} spans)",
+                bytes as f64 / stored.max(1) as f64
+            );
         }
     }
     Ok(())

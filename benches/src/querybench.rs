@@ -64,8 +64,17 @@ type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> BenchResult {
     match Args::parse().command {
-        Command::Generate { data_dir, spans, from_hour } => generate(data_dir, spans, from_hour).await,
-        Command::Run { data_dir, runs, params, results } => run(data_dir, runs, params, results).await,
+        Command::Generate {
+            data_dir,
+            spans,
+            from_hour,
+        } => generate(data_dir, spans, from_hour).await,
+        Command::Run {
+            data_dir,
+            runs,
+            params,
+            results,
+        } => run(data_dir, runs, params, results).await,
     }
 }
 
@@ -87,15 +96,25 @@ async fn generate(data_dir: PathBuf, spans: usize, from_hour: usize) -> BenchRes
             // Requests spread evenly over the hour; each holds traces of the 5 s before it.
             let offset = (i - first) as i64 * (HOUR_NS - 10_000_000_000) / per_hour as i64;
             let now = DAY_START_NS + hour as i64 * HOUR_NS + 6_000_000_000 + offset;
-            batches.push(weft_collector::convert::spans::to_record_batch(&realistic_request(i as u64, now as u64))?);
+            batches.push(weft_collector::convert::spans::to_record_batch(
+                &realistic_request(i as u64, now as u64),
+            )?);
         }
         written += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         for (dir, hour_batches) in weft_collector::split_by_hour(Table::Spans, &batches)? {
             let sorted = weft_collector::sort_for_storage(Table::Spans, hour_batches)?;
-            let path = format!("{dir}/{}", weft_schema::layout::compacted_file_name(chrono::Utc::now(), hour as u32));
-            bytes += store.write_parquet(Table::Spans, &path, vec![sorted]).await?;
+            let path = format!(
+                "{dir}/{}",
+                weft_schema::layout::compacted_file_name(chrono::Utc::now(), hour as u32)
+            );
+            bytes += store
+                .write_parquet(Table::Spans, &path, vec![sorted])
+                .await?;
         }
-        eprintln!("hour {hour:2}: {written} spans written, {:.0} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "hour {hour:2}: {written} spans written, {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     println!(
         "{written} spans in {:.0} s, {:.1} bytes per span, in {}",
@@ -157,9 +176,21 @@ where
     Ok((median(samples), last))
 }
 
-async fn run(data_dir: PathBuf, runs: usize, params: Option<PathBuf>, results: Option<PathBuf>) -> BenchResult {
+async fn run(
+    data_dir: PathBuf,
+    runs: usize,
+    params: Option<PathBuf>,
+    results: Option<PathBuf>,
+) -> BenchResult {
     let store = Store::local(&data_dir)?;
-    let engine = Arc::new(QueryEngine::new(store.objects(), None, QueryLimits { max_rows: 1_000_000, ..QueryLimits::default() })?);
+    let engine = Arc::new(QueryEngine::new(
+        store.objects(),
+        None,
+        QueryLimits {
+            max_rows: 1_000_000,
+            ..QueryLimits::default()
+        },
+    )?);
     // A trace from the middle of the day, found the way a user would: by SQL.
     let noon = DAY_START_NS + 12 * HOUR_NS;
     let picked = engine
@@ -168,7 +199,12 @@ async fn run(data_dir: PathBuf, runs: usize, params: Option<PathBuf>, results: O
             noon + 60_000_000_000
         ))
         .await?;
-    let trace_id = picked.rows().first().and_then(|r| r.first()).and_then(|v| v.as_str().map(str::to_owned)).ok_or("empty store")?;
+    let trace_id = picked
+        .rows()
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or("empty store")?;
     let questions = Questions {
         trace_id,
         service: "frontend".into(),
@@ -196,7 +232,11 @@ async fn run(data_dir: PathBuf, runs: usize, params: Option<PathBuf>, results: O
         ..Default::default()
     };
     let (ms, traces) = time(runs, || async { Ok(engine.search_traces(&search).await?) }).await?;
-    figures.push(("search_service_min_duration", ms, format!("{} traces", traces.len())));
+    figures.push((
+        "search_service_min_duration",
+        ms,
+        format!("{} traces", traces.len()),
+    ));
 
     let by_attribute = TraceSearch {
         service: q.service.clone(),
@@ -206,29 +246,64 @@ async fn run(data_dir: PathBuf, runs: usize, params: Option<PathBuf>, results: O
         limit: 20,
         ..Default::default()
     };
-    let (ms, traces) = time(runs, || async { Ok(engine.search_traces(&by_attribute).await?) }).await?;
+    let (ms, traces) = time(runs, || async {
+        Ok(engine.search_traces(&by_attribute).await?)
+    })
+    .await?;
     figures.push(("search_attribute", ms, format!("{} traces", traces.len())));
 
-    let (ms, edges) = time(runs, || async { Ok(engine.service_map(q.day.0, q.day.1).await?) }).await?;
+    let (ms, edges) = time(runs, || async {
+        Ok(engine.service_map(q.day.0, q.day.1).await?)
+    })
+    .await?;
     let calls: u64 = edges.iter().map(|e| e.stats.count).sum();
-    figures.push(("service_map_day", ms, format!("{} edges, {calls} calls", edges.len())));
+    figures.push((
+        "service_map_day",
+        ms,
+        format!("{} edges, {calls} calls", edges.len()),
+    ));
 
-    let red = RequestFilter { service: Some(q.service.clone()), operation: None, start_ns: q.day.0, end_ns: q.day.1 };
-    let (ms, buckets) = time(runs, || async { Ok(engine.red_series(&red, 1_800_000_000_000).await?) }).await?;
+    let red = RequestFilter {
+        service: Some(q.service.clone()),
+        operation: None,
+        start_ns: q.day.0,
+        end_ns: q.day.1,
+    };
+    let (ms, buckets) = time(runs, || async {
+        Ok(engine.red_series(&red, 1_800_000_000_000).await?)
+    })
+    .await?;
     let requests: u64 = buckets.iter().map(|b| b.stats.count).sum();
-    figures.push(("red_service_day", ms, format!("{} buckets, {requests} requests", buckets.len())));
+    figures.push((
+        "red_service_day",
+        ms,
+        format!("{} buckets, {requests} requests", buckets.len()),
+    ));
 
-    let histogram = RequestFilter { operation: Some(q.operation.clone()), ..red.clone() };
+    let histogram = RequestFilter {
+        operation: Some(q.operation.clone()),
+        ..red.clone()
+    };
     let (ms, result) = time(runs, || async { Ok(engine.histogram(&histogram).await?) }).await?;
-    figures.push(("histogram_day", ms, format!("{} buckets, {} requests", result.buckets.len(), result.stats.count)));
+    figures.push((
+        "histogram_day",
+        ms,
+        format!(
+            "{} buckets, {} requests",
+            result.buckets.len(),
+            result.stats.count
+        ),
+    ));
 
     println!("{:<30} {:>12}  result", "question", "median ms");
     for (name, ms, note) in &figures {
         println!("{name:<30} {ms:>12.1}  {note}");
     }
     if let Some(path) = results {
-        let object: serde_json::Map<String, Value> =
-            figures.iter().map(|(name, ms, note)| (name.to_string(), json!({"median_ms": ms, "result": note}))).collect();
+        let object: serde_json::Map<String, Value> = figures
+            .iter()
+            .map(|(name, ms, note)| (name.to_string(), json!({"median_ms": ms, "result": note})))
+            .collect();
         std::fs::write(path, serde_json::to_string_pretty(&object)?)?;
     }
     Ok(())

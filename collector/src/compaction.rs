@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,9 +27,15 @@ pub enum CompactionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("compaction journal {path}: {source}")]
-    Journal { path: PathBuf, source: std::io::Error },
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("compaction journal {path} is unreadable: {source}")]
-    BadJournal { path: PathBuf, source: serde_json::Error },
+    BadJournal {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +88,14 @@ impl Compactor {
         store_lock: Arc<RwLock<()>>,
         config: CompactionConfig,
     ) -> Self {
-        Self { store, state_dir, checkpoint, store_lock, config, unique: AtomicU32::new(std::process::id()) }
+        Self {
+            store,
+            state_dir,
+            checkpoint,
+            store_lock,
+            config,
+            unique: AtomicU32::new(std::process::id()),
+        }
     }
 
     fn journal_path(&self) -> PathBuf {
@@ -127,15 +140,25 @@ impl Compactor {
         Ok(())
     }
 
-    async fn apply_retention(&self, table: Table, now: DateTime<Utc>) -> Result<(), CompactionError> {
-        let retention = chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
-        let Some(cutoff) = now.checked_sub_signed(retention) else { return Ok(()) };
+    async fn apply_retention(
+        &self,
+        table: Table,
+        now: DateTime<Utc>,
+    ) -> Result<(), CompactionError> {
+        let retention =
+            chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
+        let Some(cutoff) = now.checked_sub_signed(retention) else {
+            return Ok(());
+        };
         let expired: Vec<ObjectMeta> = self
             .store
             .list(table.dir())
             .await?
             .into_iter()
-            .filter(|f| layout::hour_of_path(f.location.as_ref()).is_some_and(|hour| hour + chrono::Duration::hours(1) <= cutoff))
+            .filter(|f| {
+                layout::hour_of_path(f.location.as_ref())
+                    .is_some_and(|hour| hour + chrono::Duration::hours(1) <= cutoff)
+            })
             .collect();
         if expired.is_empty() {
             return Ok(());
@@ -144,7 +167,11 @@ impl Compactor {
         for file in &expired {
             self.store.delete(file.location.as_ref()).await?;
         }
-        tracing::info!(table = table.dir(), files = expired.len(), "deleted files past the retention");
+        tracing::info!(
+            table = table.dir(),
+            files = expired.len(),
+            "deleted files past the retention"
+        );
         Ok(())
     }
 
@@ -159,12 +186,15 @@ impl Compactor {
                 continue;
             }
             let path = file.location.as_ref();
-            let Some((dir, _)) = path.rsplit_once('/') else { continue };
+            let Some((dir, _)) = path.rsplit_once('/') else {
+                continue;
+            };
             by_hour.entry(dir.to_owned()).or_default().push(file);
         }
         for (dir, files) in by_hour {
-            let finished = layout::hour_of_path(&dir)
-                .is_some_and(|hour| hour + chrono::Duration::hours(1) + chrono::Duration::minutes(5) < now);
+            let finished = layout::hour_of_path(&dir).is_some_and(|hour| {
+                hour + chrono::Duration::hours(1) + chrono::Duration::minutes(5) < now
+            });
             // While the hour is open, fresh flush files and merged files are merged
             // separately, each set smallest first: a row is rewritten about once per
             // eightfold growth of its file, not on every pass. A finished hour is
@@ -172,9 +202,12 @@ impl Compactor {
             let sets: Vec<Vec<ObjectMeta>> = if finished {
                 vec![files]
             } else {
-                let (flushed, merged) = files
-                    .into_iter()
-                    .partition(|f: &ObjectMeta| f.location.filename().and_then(layout::flush_segment_of).is_some());
+                let (flushed, merged) = files.into_iter().partition(|f: &ObjectMeta| {
+                    f.location
+                        .filename()
+                        .and_then(layout::flush_segment_of)
+                        .is_some()
+                });
                 vec![flushed, merged]
             };
             let min_files = if finished { 2 } else { self.config.min_files };
@@ -198,7 +231,13 @@ impl Compactor {
         Ok(())
     }
 
-    async fn merge(&self, table: Table, dir: &str, inputs: &[ObjectMeta], now: DateTime<Utc>) -> Result<(), CompactionError> {
+    async fn merge(
+        &self,
+        table: Table,
+        dir: &str,
+        inputs: &[ObjectMeta],
+        now: DateTime<Utc>,
+    ) -> Result<(), CompactionError> {
         let mut batches = Vec::new();
         for input in inputs {
             batches.extend(self.store.read_parquet(input.location.as_ref()).await?);
@@ -216,7 +255,9 @@ impl Compactor {
         self.write_journal(&journal)?;
         {
             let _writing = self.store_lock.write().await;
-            self.store.write_parquet(table, &output, vec![merged]).await?;
+            self.store
+                .write_parquet(table, &output, vec![merged])
+                .await?;
             for input in &journal.inputs {
                 self.store.delete(input).await?;
             }
@@ -229,8 +270,14 @@ impl Compactor {
 
     fn write_journal(&self, journal: &Journal) -> Result<(), CompactionError> {
         let path = self.journal_path();
-        let io = |source| CompactionError::Journal { path: path.clone(), source };
-        let text = serde_json::to_vec(journal).map_err(|source| CompactionError::BadJournal { path: path.clone(), source })?;
+        let io = |source| CompactionError::Journal {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(journal).map_err(|source| CompactionError::BadJournal {
+            path: path.clone(),
+            source,
+        })?;
         let tmp = path.with_extension("tmp");
         {
             use std::io::Write as _;
@@ -250,7 +297,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Merged files are sorted so that equal values sit together (smaller files)
 /// and row-group statistics on the sort keys skip most of a file: spans by
 /// trace then time, so a trace is read from one place; metrics by series then time.
-pub fn sort_for_storage(table: Table, batches: Vec<RecordBatch>) -> Result<RecordBatch, StoreError> {
+pub fn sort_for_storage(
+    table: Table,
+    batches: Vec<RecordBatch>,
+) -> Result<RecordBatch, StoreError> {
     // Each step frees the copy before it, so a merge holds at most two.
     let batch = concat(table, &batches)?;
     drop(batches);
@@ -261,7 +311,10 @@ pub fn sort_for_storage(table: Table, batches: Vec<RecordBatch>) -> Result<Recor
     let columns: Vec<SortColumn> = keys
         .iter()
         .filter_map(|key| batch.column_by_name(key))
-        .map(|values| SortColumn { values: values.clone(), options: Some(SortOptions::default()) })
+        .map(|values| SortColumn {
+            values: values.clone(),
+            options: Some(SortOptions::default()),
+        })
         .collect();
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(&batch, &indices)?)
@@ -299,7 +352,10 @@ mod tests {
             .collect();
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
@@ -307,14 +363,29 @@ mod tests {
     }
 
     fn compactor(dir: &Path, store: &Store) -> Compactor {
-        let config = CompactionConfig { min_files: 3, retention: Duration::from_secs(u64::MAX / 4), ..CompactionConfig::default() };
-        Compactor::new(store.clone(), dir.to_owned(), Arc::new(AtomicU64::new(100)), Arc::new(RwLock::new(())), config)
+        let config = CompactionConfig {
+            min_files: 3,
+            retention: Duration::from_secs(u64::MAX / 4),
+            ..CompactionConfig::default()
+        };
+        Compactor::new(
+            store.clone(),
+            dir.to_owned(),
+            Arc::new(AtomicU64::new(100)),
+            Arc::new(RwLock::new(())),
+            config,
+        )
     }
 
     async fn rows_in(store: &Store, files: &[ObjectMeta]) -> Result<usize, StoreError> {
         let mut rows = 0;
         for file in files {
-            rows += store.read_parquet(file.location.as_ref()).await?.iter().map(RecordBatch::num_rows).sum::<usize>();
+            rows += store
+                .read_parquet(file.location.as_ref())
+                .await?
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>();
         }
         Ok(rows)
     }
@@ -324,13 +395,24 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::local(&dir.path().join("store"))?;
         for (segment, first) in [(1, 30), (2, 1), (3, 10)] {
-            store.write_parquet(Table::Spans, &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)), vec![batch(first, 5)?]).await?;
+            store
+                .write_parquet(
+                    Table::Spans,
+                    &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)),
+                    vec![batch(first, 5)?],
+                )
+                .await?;
         }
         let now = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 600_000_000_000);
         compactor(dir.path(), &store).run_once(now).await?;
         let files = store.list(Table::Spans.dir()).await?;
         assert_eq!(files.len(), 1, "{files:?}");
-        assert!(files[0].location.filename().is_some_and(|n| n.starts_with('c')));
+        assert!(
+            files[0]
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with('c'))
+        );
         let merged = store.read_parquet(files[0].location.as_ref()).await?;
         let merged = concat(Table::Spans, &merged)?;
         assert_eq!(merged.num_rows(), 15);
@@ -349,7 +431,13 @@ mod tests {
         let store = Store::local(&dir.path().join("store"))?;
         // Segments past the checkpoint (100) may still be replayed from the WAL.
         for segment in [101, 102, 103] {
-            store.write_parquet(Table::Spans, &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)), vec![batch(1, 2)?]).await?;
+            store
+                .write_parquet(
+                    Table::Spans,
+                    &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)),
+                    vec![batch(1, 2)?],
+                )
+                .await?;
         }
         let now = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 600_000_000_000);
         compactor(dir.path(), &store).run_once(now).await?;
@@ -361,25 +449,46 @@ mod tests {
     async fn an_interrupted_merge_is_finished_or_undone_at_start() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = Store::local(&dir.path().join("store"))?;
-        let inputs: Vec<String> = (1..=2).map(|s| format!("{HOUR}/{}", layout::flush_file_name(s, 0))).collect();
+        let inputs: Vec<String> = (1..=2)
+            .map(|s| format!("{HOUR}/{}", layout::flush_file_name(s, 0)))
+            .collect();
         for (i, input) in inputs.iter().enumerate() {
-            store.write_parquet(Table::Spans, input, vec![batch(i as u8 * 10 + 1, 3)?]).await?;
+            store
+                .write_parquet(Table::Spans, input, vec![batch(i as u8 * 10 + 1, 3)?])
+                .await?;
         }
         let output = format!("{HOUR}/c-merged.parquet");
         let compactor = compactor(dir.path(), &store);
 
         // Killed after the journal, before the merged file: the inputs stay.
-        compactor.write_journal(&Journal { output: output.clone(), inputs: inputs.clone() })?;
+        compactor.write_journal(&Journal {
+            output: output.clone(),
+            inputs: inputs.clone(),
+        })?;
         compactor.recover().await?;
-        assert_eq!(rows_in(&store, &store.list(Table::Spans.dir()).await?).await?, 6);
+        assert_eq!(
+            rows_in(&store, &store.list(Table::Spans.dir()).await?).await?,
+            6
+        );
         assert!(!compactor.journal_path().exists());
 
         // Killed after the merged file, before the inputs were deleted: they go.
-        compactor.write_journal(&Journal { output: output.clone(), inputs: inputs.clone() })?;
-        store.write_parquet(Table::Spans, &output, vec![batch(1, 3)?, batch(11, 3)?]).await?;
+        compactor.write_journal(&Journal {
+            output: output.clone(),
+            inputs: inputs.clone(),
+        })?;
+        store
+            .write_parquet(Table::Spans, &output, vec![batch(1, 3)?, batch(11, 3)?])
+            .await?;
         compactor.recover().await?;
         let files = store.list(Table::Spans.dir()).await?;
-        assert_eq!(files.iter().map(|f| f.location.to_string()).collect::<Vec<_>>(), vec![output]);
+        assert_eq!(
+            files
+                .iter()
+                .map(|f| f.location.to_string())
+                .collect::<Vec<_>>(),
+            vec![output]
+        );
         assert_eq!(rows_in(&store, &files).await?, 6);
         Ok(())
     }
@@ -388,11 +497,28 @@ mod tests {
     async fn hours_past_the_retention_are_deleted() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = Store::local(&dir.path().join("store"))?;
-        store.write_parquet(Table::Spans, &format!("{HOUR}/{}", layout::flush_file_name(1, 0)), vec![batch(1, 1)?]).await?;
-        let config = CompactionConfig { retention: Duration::from_secs(3600), ..CompactionConfig::default() };
-        let compactor = Compactor::new(store.clone(), dir.path().to_owned(), Arc::new(AtomicU64::new(100)), Arc::new(RwLock::new(())), config);
+        store
+            .write_parquet(
+                Table::Spans,
+                &format!("{HOUR}/{}", layout::flush_file_name(1, 0)),
+                vec![batch(1, 1)?],
+            )
+            .await?;
+        let config = CompactionConfig {
+            retention: Duration::from_secs(3600),
+            ..CompactionConfig::default()
+        };
+        let compactor = Compactor::new(
+            store.clone(),
+            dir.path().to_owned(),
+            Arc::new(AtomicU64::new(100)),
+            Arc::new(RwLock::new(())),
+            config,
+        );
         // 04:00-05:00 is kept at 05:59 with one hour of retention, deleted at 06:00.
-        let at = |minutes: i64| DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + minutes * 60_000_000_000);
+        let at = |minutes: i64| {
+            DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + minutes * 60_000_000_000)
+        };
         compactor.run_once(at(119)).await?;
         assert_eq!(store.list(Table::Spans.dir()).await?.len(), 1);
         compactor.run_once(at(120)).await?;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
@@ -23,7 +23,10 @@ pub enum FlushError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("rows of {table} have no {column} column")]
-    MissingTime { table: &'static str, column: &'static str },
+    MissingTime {
+        table: &'static str,
+        column: &'static str,
+    },
 }
 
 /// One flush: everything the log buffered while `segment` was open.
@@ -41,7 +44,10 @@ pub struct FlushJob {
 
 impl FlushJob {
     pub fn barrier(waiters: Vec<oneshot::Sender<()>>) -> Self {
-        Self { waiters, ..Self::default() }
+        Self {
+            waiters,
+            ..Self::default()
+        }
     }
 }
 
@@ -61,10 +67,20 @@ pub struct Flusher {
 impl Flusher {
     /// Starts the flusher task on the current Tokio runtime.
     pub fn start(store: Store, wal_dir: PathBuf) -> Result<Self, FlushError> {
-        std::fs::create_dir_all(&wal_dir).map_err(|source| WalError::Io { path: wal_dir.clone(), source })?;
+        std::fs::create_dir_all(&wal_dir).map_err(|source| WalError::Io {
+            path: wal_dir.clone(),
+            source,
+        })?;
         let checkpoint = Arc::new(AtomicU64::new(wal::read_checkpoint(&wal_dir)?));
         let (jobs, queue) = mpsc::unbounded_channel();
-        let flusher = Self { inner: Arc::new(Inner { store, wal_dir, checkpoint, jobs }) };
+        let flusher = Self {
+            inner: Arc::new(Inner {
+                store,
+                wal_dir,
+                checkpoint,
+                jobs,
+            }),
+        };
         tokio::spawn(flusher.clone().run(queue));
         Ok(flusher)
     }
@@ -86,7 +102,11 @@ impl Flusher {
             let segment = job.segment;
             let mut job = job;
             loop {
-                match self.write_files(&job).await.and_then(|()| self.finish_segment(job.segment)) {
+                match self
+                    .write_files(&job)
+                    .await
+                    .and_then(|()| self.finish_segment(job.segment))
+                {
                     Ok(()) => break,
                     Err(error) => {
                         // The data is safe in the WAL; keep trying. Its memory stays
@@ -110,18 +130,27 @@ impl Flusher {
     }
 
     async fn write_files(&self, job: &FlushJob) -> Result<(), FlushError> {
-        let Some(segment) = job.segment else { return Ok(()) };
+        let Some(segment) = job.segment else {
+            return Ok(());
+        };
         for (table, batches) in [(Table::Spans, &job.spans), (Table::Metrics, &job.metrics)] {
-            for (part, (dir, hour_batches)) in split_by_hour(table, batches)?.into_iter().enumerate() {
+            for (part, (dir, hour_batches)) in
+                split_by_hour(table, batches)?.into_iter().enumerate()
+            {
                 let path = format!("{dir}/{}", layout::flush_file_name(segment, part));
-                self.inner.store.write_parquet_as(table, FileRole::Flush, &path, hour_batches).await?;
+                self.inner
+                    .store
+                    .write_parquet_as(table, FileRole::Flush, &path, hour_batches)
+                    .await?;
             }
         }
         Ok(())
     }
 
     fn finish_segment(&self, segment: Option<u64>) -> Result<(), FlushError> {
-        let Some(segment) = segment else { return Ok(()) };
+        let Some(segment) = segment else {
+            return Ok(());
+        };
         wal::checkpoint(&self.inner.wal_dir, segment)?;
         self.inner.checkpoint.store(segment, Ordering::Release);
         Ok(())
@@ -146,7 +175,10 @@ impl Flusher {
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// Groups rows by the UTC hour of the table's time column.
-pub fn split_by_hour(table: Table, batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<RecordBatch>>, FlushError> {
+pub fn split_by_hour(
+    table: Table,
+    batches: &[RecordBatch],
+) -> Result<BTreeMap<String, Vec<RecordBatch>>, FlushError> {
     let mut hours: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
     for batch in batches {
         if batch.num_rows() == 0 {
@@ -155,11 +187,17 @@ pub fn split_by_hour(table: Table, batches: &[RecordBatch]) -> Result<BTreeMap<S
         let times = batch
             .column_by_name(table.time_column())
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-            .ok_or(FlushError::MissingTime { table: table.dir(), column: table.time_column() })?;
+            .ok_or(FlushError::MissingTime {
+                table: table.dir(),
+                column: table.time_column(),
+            })?;
         let hour_of = |i: usize| times.value(i).div_euclid(NANOS_PER_HOUR);
         let first = hour_of(0);
         if (0..times.len()).all(|i| hour_of(i) == first) {
-            hours.entry(layout::hour_dir(table.dir(), first * NANOS_PER_HOUR)).or_default().push(batch.clone());
+            hours
+                .entry(layout::hour_dir(table.dir(), first * NANOS_PER_HOUR))
+                .or_default()
+                .push(batch.clone());
             continue;
         }
         let mut distinct: Vec<i64> = (0..times.len()).map(hour_of).collect();
@@ -168,7 +206,10 @@ pub fn split_by_hour(table: Table, batches: &[RecordBatch]) -> Result<BTreeMap<S
         for hour in distinct {
             let mask: BooleanArray = (0..times.len()).map(|i| Some(hour_of(i) == hour)).collect();
             let rows = filter_record_batch(batch, &mask).map_err(StoreError::from)?;
-            hours.entry(layout::hour_dir(table.dir(), hour * NANOS_PER_HOUR)).or_default().push(rows);
+            hours
+                .entry(layout::hour_dir(table.dir(), hour * NANOS_PER_HOUR))
+                .or_default()
+                .push(rows);
         }
     }
     Ok(hours)

@@ -1,10 +1,14 @@
 //! OTLP/gRPC receivers: `TraceService/Export` and `MetricsService/Export`.
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -17,8 +21,12 @@ use crate::ingest::{Ingest, IngestError};
 /// every OTLP exporter retries with backoff.
 pub fn status_of(error: &IngestError) -> Status {
     match error {
-        IngestError::Overloaded { .. } | IngestError::ShuttingDown => Status::unavailable(error.to_string()),
-        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => Status::internal(error.to_string()),
+        IngestError::Overloaded { .. } | IngestError::ShuttingDown => {
+            Status::unavailable(error.to_string())
+        }
+        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => {
+            Status::internal(error.to_string())
+        }
     }
 }
 
@@ -32,12 +40,18 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let rejected = self.ingest.export_traces(request.into_inner(), None).await.map_err(|e| status_of(&e))?;
+        let rejected = self
+            .ingest
+            .export_traces(request.into_inner(), None)
+            .await
+            .map_err(|e| status_of(&e))?;
         let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: rejected.count,
             error_message: rejected.summary("span"),
         });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 
@@ -51,21 +65,29 @@ impl MetricsService for MetricsReceiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let rejected = self.ingest.export_metrics(request.into_inner(), None).await.map_err(|e| status_of(&e))?;
+        let rejected = self
+            .ingest
+            .export_metrics(request.into_inner(), None)
+            .await
+            .map_err(|e| status_of(&e))?;
         let partial_success = (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: rejected.count,
             error_message: rejected.summary("data point"),
         });
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success }))
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success,
+        }))
     }
 }
 
 /// The tonic router with both services, gzip in and out, and the size limit.
 pub fn router(ingest: Ingest, max_message_bytes: usize) -> tonic::service::Routes {
-    let traces = TraceServiceServer::new(TraceReceiver { ingest: ingest.clone() })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes);
+    let traces = TraceServiceServer::new(TraceReceiver {
+        ingest: ingest.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(max_message_bytes);
     let metrics = MetricsServiceServer::new(MetricsReceiver { ingest })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)

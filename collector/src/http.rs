@@ -42,7 +42,10 @@ pub fn router(ingest: Ingest, max_body_bytes: usize) -> Router {
         .route("/v1/metrics", post(export_metrics))
         // The limit is enforced below, with an OTLP error body.
         .layer(DefaultBodyLimit::disable())
-        .with_state(HttpState { ingest, max_body_bytes })
+        .with_state(HttpState {
+            ingest,
+            max_body_bytes,
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,31 +73,52 @@ struct OtlpError {
 
 impl OtlpError {
     fn new(status: StatusCode, encoding: Option<Encoding>, message: impl Into<String>) -> Self {
-        Self { status, encoding, message: message.into(), retry_after: false }
+        Self {
+            status,
+            encoding,
+            message: message.into(),
+            retry_after: false,
+        }
     }
 }
 
 impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
         let code = match self.status {
-            StatusCode::BAD_REQUEST => 3,              // INVALID_ARGUMENT
-            StatusCode::PAYLOAD_TOO_LARGE => 11,       // OUT_OF_RANGE
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,   // INVALID_ARGUMENT
-            StatusCode::TOO_MANY_REQUESTS => 8,        // RESOURCE_EXHAUSTED
-            StatusCode::SERVICE_UNAVAILABLE => 14,     // UNAVAILABLE
-            _ => 13,                                   // INTERNAL
+            StatusCode::BAD_REQUEST => 3,            // INVALID_ARGUMENT
+            StatusCode::PAYLOAD_TOO_LARGE => 11,     // OUT_OF_RANGE
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
+            StatusCode::TOO_MANY_REQUESTS => 8,      // RESOURCE_EXHAUSTED
+            StatusCode::SERVICE_UNAVAILABLE => 14,   // UNAVAILABLE
+            _ => 13,                                 // INTERNAL
         };
-        let body = RpcStatus { code, message: self.message };
+        let body = RpcStatus {
+            code,
+            message: self.message,
+        };
         let mut response = match self.encoding {
-            Some(Encoding::Protobuf) => (self.status, [(header::CONTENT_TYPE, PROTOBUF)], body.encode_to_vec()).into_response(),
+            Some(Encoding::Protobuf) => (
+                self.status,
+                [(header::CONTENT_TYPE, PROTOBUF)],
+                body.encode_to_vec(),
+            )
+                .into_response(),
             Some(Encoding::Json) => {
                 let json = serde_json::to_vec(&body).unwrap_or_default();
                 (self.status, [(header::CONTENT_TYPE, JSON)], json).into_response()
             }
-            None => (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.message).into_response(),
+            None => (
+                self.status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body.message,
+            )
+                .into_response(),
         };
         if self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
         }
         response
     }
@@ -108,15 +132,25 @@ fn ingest_error(error: &IngestError, encoding: Encoding) -> OtlpError {
             message: error.to_string(),
             retry_after: true,
         },
-        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => {
-            OtlpError::new(StatusCode::INTERNAL_SERVER_ERROR, Some(encoding), error.to_string())
-        }
+        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => OtlpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(encoding),
+            error.to_string(),
+        ),
     }
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match media_type.as_str() {
         PROTOBUF => Ok(Encoding::Protobuf),
         JSON => Ok(Encoding::Json),
@@ -134,7 +168,11 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpError> {
 }
 
 /// The request body as sent, within the size limit, and its content coding.
-async fn read_body(request: Request, encoding: Encoding, limit: usize) -> Result<(Bytes, String), OtlpError> {
+async fn read_body(
+    request: Request,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<(Bytes, String), OtlpError> {
     let content_encoding = request
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -149,30 +187,52 @@ async fn read_body(request: Request, encoding: Encoding, limit: usize) -> Result
             format!("unsupported Content-Encoding {content_encoding:?}; use gzip or none"),
         ));
     }
-    let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large(encoding, limit))?;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| too_large(encoding, limit))?;
     Ok((body, content_encoding))
 }
 
 fn too_large(encoding: Encoding, limit: usize) -> OtlpError {
-    OtlpError::new(StatusCode::PAYLOAD_TOO_LARGE, Some(encoding), format!("request body is larger than the limit of {limit} bytes"))
+    OtlpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Some(encoding),
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
 }
 
 /// Decompresses within the limit. CPU-bound: runs on the blocking pool.
-fn decompress(body: Bytes, content_encoding: &str, encoding: Encoding, limit: usize) -> Result<Bytes, OtlpError> {
+fn decompress(
+    body: Bytes,
+    content_encoding: &str,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<Bytes, OtlpError> {
     if content_encoding != "gzip" {
         return Ok(body);
     }
     let mut out = Vec::new();
     // Read one byte past the limit to tell "exactly at" from "over".
-    match GzDecoder::new(body.as_ref()).take(limit as u64 + 1).read_to_end(&mut out) {
+    match GzDecoder::new(body.as_ref())
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+    {
         Ok(n) if n > limit => Err(too_large(encoding, limit)),
         Ok(_) => Ok(Bytes::from(out)),
-        Err(e) => Err(OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), format!("body is not valid gzip: {e}"))),
+        Err(e) => Err(OtlpError::new(
+            StatusCode::BAD_REQUEST,
+            Some(encoding),
+            format!("body is not valid gzip: {e}"),
+        )),
     }
 }
 
 /// Reads, decompresses and decodes a request; the CPU work runs off the async workers.
-async fn read_message<T>(request: Request, encoding: Encoding, limit: usize) -> Result<(T, Bytes), OtlpError>
+async fn read_message<T>(
+    request: Request,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<(T, Bytes), OtlpError>
 where
     T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -183,50 +243,97 @@ where
         Ok((message, body))
     })
     .await
-    .map_err(|e| OtlpError::new(StatusCode::INTERNAL_SERVER_ERROR, Some(encoding), e.to_string()))?
+    .map_err(|e| {
+        OtlpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(encoding),
+            e.to_string(),
+        )
+    })?
 }
 
-fn decode<T: Message + Default + serde::de::DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, OtlpError> {
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<T, OtlpError> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| {
-            OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), format!("body is not a valid OTLP protobuf message: {e}"))
+            OtlpError::new(
+                StatusCode::BAD_REQUEST,
+                Some(encoding),
+                format!("body is not a valid OTLP protobuf message: {e}"),
+            )
         }),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| {
-            OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), format!("body is not valid OTLP/JSON: {e}"))
+            OtlpError::new(
+                StatusCode::BAD_REQUEST,
+                Some(encoding),
+                format!("body is not valid OTLP/JSON: {e}"),
+            )
         }),
     }
 }
 
 fn encode<T: Message + Serialize>(response: &T, encoding: Encoding) -> Response {
     match encoding {
-        Encoding::Protobuf => ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response(),
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
+        }
         Encoding::Json => match serde_json::to_vec(response) {
             Ok(json) => ([(header::CONTENT_TYPE, JSON)], json).into_response(),
-            Err(e) => OtlpError::new(StatusCode::INTERNAL_SERVER_ERROR, Some(encoding), e.to_string()).into_response(),
+            Err(e) => OtlpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(encoding),
+                e.to_string(),
+            )
+            .into_response(),
         },
     }
 }
 
-async fn export_traces(State(state): State<HttpState>, request: Request<Body>) -> Result<Response, OtlpError> {
+async fn export_traces(
+    State(state): State<HttpState>,
+    request: Request<Body>,
+) -> Result<Response, OtlpError> {
     let encoding = request_encoding(request.headers())?;
-    let (message, body) = read_message::<ExportTraceServiceRequest>(request, encoding, state.max_body_bytes).await?;
+    let (message, body) =
+        read_message::<ExportTraceServiceRequest>(request, encoding, state.max_body_bytes).await?;
     let protobuf = (encoding == Encoding::Protobuf).then_some(body);
-    let rejected = state.ingest.export_traces(message, protobuf).await.map_err(|e| ingest_error(&e, encoding))?;
+    let rejected = state
+        .ingest
+        .export_traces(message, protobuf)
+        .await
+        .map_err(|e| ingest_error(&e, encoding))?;
     let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected.count,
         error_message: rejected.summary("span"),
     });
-    Ok(encode(&ExportTraceServiceResponse { partial_success }, encoding))
+    Ok(encode(
+        &ExportTraceServiceResponse { partial_success },
+        encoding,
+    ))
 }
 
-async fn export_metrics(State(state): State<HttpState>, request: Request<Body>) -> Result<Response, OtlpError> {
+async fn export_metrics(
+    State(state): State<HttpState>,
+    request: Request<Body>,
+) -> Result<Response, OtlpError> {
     let encoding = request_encoding(request.headers())?;
-    let (message, body) = read_message::<ExportMetricsServiceRequest>(request, encoding, state.max_body_bytes).await?;
+    let (message, body) =
+        read_message::<ExportMetricsServiceRequest>(request, encoding, state.max_body_bytes)
+            .await?;
     let protobuf = (encoding == Encoding::Protobuf).then_some(body);
-    let rejected = state.ingest.export_metrics(message, protobuf).await.map_err(|e| ingest_error(&e, encoding))?;
+    let rejected = state
+        .ingest
+        .export_metrics(message, protobuf)
+        .await
+        .map_err(|e| ingest_error(&e, encoding))?;
     let partial_success = (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: rejected.count,
         error_message: rejected.summary("data point"),
     });
-    Ok(encode(&ExportMetricsServiceResponse { partial_success }, encoding))
+    Ok(encode(
+        &ExportMetricsServiceResponse { partial_success },
+        encoding,
+    ))
 }

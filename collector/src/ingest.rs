@@ -11,9 +11,9 @@
 //! it is a plain thread because its work is blocking file I/O.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +32,9 @@ use crate::wal::{Signal, Wal, WalError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("the collector is over its memory limit ({used} of {limit} bytes waiting to be written); retry later")]
+    #[error(
+        "the collector is over its memory limit ({used} of {limit} bytes waiting to be written); retry later"
+    )]
     Overloaded { used: usize, limit: usize },
     #[error("the collector is shutting down")]
     ShuttingDown,
@@ -100,8 +102,15 @@ impl Ingest {
         std::thread::Builder::new()
             .name("weft-wal".into())
             .spawn(move || run_log(wal, commands, flusher, &log_config))
-            .map_err(|source| WalError::Io { path: config.wal_dir.clone(), source })?;
-        Ok(Self { log, memory, checkpoint })
+            .map_err(|source| WalError::Io {
+                path: config.wal_dir.clone(),
+                source,
+            })?;
+        Ok(Self {
+            log,
+            memory,
+            checkpoint,
+        })
     }
 
     pub fn memory(&self) -> &Arc<MemoryBudget> {
@@ -124,7 +133,15 @@ impl Ingest {
         let rejected = validate::traces(&mut request);
         let items = span_rows::span_count(&request);
         let convert = span_rows::to_record_batch;
-        self.store(Validated { signal: Signal::Traces, request, items, protobuf, rejected, convert }).await
+        self.store(Validated {
+            signal: Signal::Traces,
+            request,
+            items,
+            protobuf,
+            rejected,
+            convert,
+        })
+        .await
     }
 
     /// Stores the valid data points of `request` durably; returns what was
@@ -137,12 +154,30 @@ impl Ingest {
         let rejected = validate::metrics(&mut request);
         let items = metric_rows::request_data_point_count(&request);
         let convert = metric_rows::to_record_batch;
-        self.store(Validated { signal: Signal::Metrics, request, items, protobuf, rejected, convert }).await
+        self.store(Validated {
+            signal: Signal::Metrics,
+            request,
+            items,
+            protobuf,
+            rejected,
+            convert,
+        })
+        .await
     }
 
     /// Converts a validated request off the async workers, then logs it.
-    async fn store<M: Message + Send + 'static>(&self, validated: Validated<M>) -> Result<Rejected, IngestError> {
-        let Validated { signal, request, items, protobuf, rejected, convert } = validated;
+    async fn store<M: Message + Send + 'static>(
+        &self,
+        validated: Validated<M>,
+    ) -> Result<Rejected, IngestError> {
+        let Validated {
+            signal,
+            request,
+            items,
+            protobuf,
+            rejected,
+            convert,
+        } = validated;
         if items == 0 {
             return Ok(rejected);
         }
@@ -161,16 +196,20 @@ impl Ingest {
     /// Writes everything buffered to Parquet now (used at shutdown and by tests).
     pub async fn flush(&self) -> Result<(), IngestError> {
         let (done, wait) = oneshot::channel();
-        self.log.send(LogCommand::Flush(done)).map_err(|_| IngestError::ShuttingDown)?;
+        self.log
+            .send(LogCommand::Flush(done))
+            .map_err(|_| IngestError::ShuttingDown)?;
         wait.await.map_err(|_| IngestError::ShuttingDown)
     }
 
     fn reserve(&self, encoded_len: usize) -> Result<Reservation, IngestError> {
         // Decoded OTLP in Arrow takes a few times its protobuf size.
-        self.memory.try_reserve(encoded_len.saturating_mul(4)).ok_or(IngestError::Overloaded {
-            used: self.memory.used(),
-            limit: self.memory.limit(),
-        })
+        self.memory
+            .try_reserve(encoded_len.saturating_mul(4))
+            .ok_or(IngestError::Overloaded {
+                used: self.memory.used(),
+                limit: self.memory.limit(),
+            })
     }
 
     async fn append(
@@ -182,9 +221,20 @@ impl Ingest {
     ) -> Result<(), IngestError> {
         reservation.resize(batch.get_array_memory_size() + payload.len());
         let (ack, acked) = oneshot::channel();
-        let append = Append { signal, payload, batch, reservation, ack };
-        self.log.send(LogCommand::Append(append)).map_err(|_| IngestError::ShuttingDown)?;
-        acked.await.map_err(|_| IngestError::ShuttingDown)?.map_err(IngestError::Wal)
+        let append = Append {
+            signal,
+            payload,
+            batch,
+            reservation,
+            ack,
+        };
+        self.log
+            .send(LogCommand::Append(append))
+            .map_err(|_| IngestError::ShuttingDown)?;
+        acked
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?
+            .map_err(IngestError::Wal)
     }
 }
 
@@ -200,7 +250,12 @@ struct Buffer {
 /// Group commit: appends wait while a sync runs, then go to disk together.
 const MAX_GROUP_BYTES: usize = 64 << 20;
 
-fn run_log(mut wal: Wal, commands: mpsc::Receiver<LogCommand>, flusher: Flusher, config: &IngestConfig) {
+fn run_log(
+    mut wal: Wal,
+    commands: mpsc::Receiver<LogCommand>,
+    flusher: Flusher,
+    config: &IngestConfig,
+) {
     let mut buffer = Buffer::default();
     let mut last_flush = Instant::now();
     loop {
@@ -233,7 +288,8 @@ fn run_log(mut wal: Wal, commands: mpsc::Receiver<LogCommand>, flusher: Flusher,
         if !group.is_empty() {
             commit_group(&mut wal, &mut buffer, group);
         }
-        let due = last_flush.elapsed() >= config.flush_interval || buffer.bytes >= config.flush_bytes;
+        let due =
+            last_flush.elapsed() >= config.flush_interval || buffer.bytes >= config.flush_bytes;
         if due || !flush_waiters.is_empty() {
             flush_buffer(&mut wal, &mut buffer, &flusher, flush_waiters);
             last_flush = Instant::now();
@@ -265,7 +321,12 @@ fn commit_group(wal: &mut Wal, buffer: &mut Buffer, group: Vec<Append>) {
     }
 }
 
-fn flush_buffer(wal: &mut Wal, buffer: &mut Buffer, flusher: &Flusher, waiters: Vec<oneshot::Sender<()>>) {
+fn flush_buffer(
+    wal: &mut Wal,
+    buffer: &mut Buffer,
+    flusher: &Flusher,
+    waiters: Vec<oneshot::Sender<()>>,
+) {
     if buffer.spans.is_empty() && buffer.metrics.is_empty() {
         // Nothing to write, but a waiter must still learn that earlier flushes are done.
         flusher.send(FlushJob::barrier(waiters));
@@ -293,7 +354,10 @@ fn flush_buffer(wal: &mut Wal, buffer: &mut Buffer, flusher: &Flusher, waiters: 
 /// Replays the WAL segments written after the last checkpoint into Parquet,
 /// after removing any files a crash left from their half-done flush.
 pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::flush::FlushError> {
-    std::fs::create_dir_all(wal_dir).map_err(|source| WalError::Io { path: wal_dir.to_owned(), source })?;
+    std::fs::create_dir_all(wal_dir).map_err(|source| WalError::Io {
+        path: wal_dir.to_owned(),
+        source,
+    })?;
     let checkpoint = crate::wal::read_checkpoint(wal_dir)?;
     flusher.remove_unfinished_flushes(checkpoint).await?;
     let mut replayed = 0;
@@ -302,22 +366,39 @@ pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::
             continue;
         }
         let records = crate::wal::read_segment(wal_dir, segment)?;
-        let mut job = FlushJob { segment: Some(segment), ..FlushJob::default() };
+        let mut job = FlushJob {
+            segment: Some(segment),
+            ..FlushJob::default()
+        };
         for record in records {
             match record.signal {
-                Signal::Traces => match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-                    Ok(request) => {
-                        replayed += span_rows::span_count(&request);
-                        job.spans.push(span_rows::to_record_batch(&request).map_err(crate::store::StoreError::from)?);
+                Signal::Traces => {
+                    match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
+                        Ok(request) => {
+                            replayed += span_rows::span_count(&request);
+                            job.spans.push(
+                                span_rows::to_record_batch(&request)
+                                    .map_err(crate::store::StoreError::from)?,
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(segment, %error, "undecodable trace record in the write-ahead log")
+                        }
                     }
-                    Err(error) => tracing::error!(segment, %error, "undecodable trace record in the write-ahead log"),
-                },
-                Signal::Metrics => match ExportMetricsServiceRequest::decode(record.payload.as_slice()) {
-                    Ok(request) => {
-                        job.metrics.push(metric_rows::to_record_batch(&request).map_err(crate::store::StoreError::from)?);
+                }
+                Signal::Metrics => {
+                    match ExportMetricsServiceRequest::decode(record.payload.as_slice()) {
+                        Ok(request) => {
+                            job.metrics.push(
+                                metric_rows::to_record_batch(&request)
+                                    .map_err(crate::store::StoreError::from)?,
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(segment, %error, "undecodable metric record in the write-ahead log")
+                        }
                     }
-                    Err(error) => tracing::error!(segment, %error, "undecodable metric record in the write-ahead log"),
-                },
+                }
             }
         }
         flusher.write(job).await?;

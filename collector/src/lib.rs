@@ -50,7 +50,11 @@ pub struct CollectorSettings {
 
 impl Default for CollectorSettings {
     fn default() -> Self {
-        Self { flush_interval: Duration::from_secs(1), memory_limit: 512 << 20, compaction: CompactionConfig::default() }
+        Self {
+            flush_interval: Duration::from_secs(1),
+            memory_limit: 512 << 20,
+            compaction: CompactionConfig::default(),
+        }
     }
 }
 

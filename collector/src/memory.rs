@@ -13,7 +13,10 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), limit })
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
     }
 
     pub fn used(&self) -> usize {
@@ -33,8 +36,18 @@ impl MemoryBudget {
             if current >= self.limit {
                 return None;
             }
-            match self.used.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(Reservation { budget: Arc::clone(self), bytes }),
+            match self.used.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: Arc::clone(self),
+                        bytes,
+                    });
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -52,9 +65,13 @@ impl Reservation {
     /// Changes the reservation to `bytes` (e.g. from an estimate to the real size).
     pub fn resize(&mut self, bytes: usize) {
         if bytes > self.bytes {
-            self.budget.used.fetch_add(bytes - self.bytes, Ordering::AcqRel);
+            self.budget
+                .used
+                .fetch_add(bytes - self.bytes, Ordering::AcqRel);
         } else {
-            self.budget.used.fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.budget
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
         }
         self.bytes = bytes;
     }
@@ -79,7 +96,9 @@ mod tests {
         let budget = MemoryBudget::new(100);
         let first = budget.try_reserve(80);
         assert!(first.is_some());
-        let mut second = budget.try_reserve(80).expect("room was left below the limit");
+        let mut second = budget
+            .try_reserve(80)
+            .expect("room was left below the limit");
         assert!(budget.try_reserve(1).is_none());
         second.resize(10);
         assert_eq!(budget.used(), 90);

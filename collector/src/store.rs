@@ -30,7 +30,10 @@ pub enum StoreError {
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("data directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -79,10 +82,19 @@ pub struct Store {
 impl Store {
     /// A store in a local directory, created if missing.
     pub fn local(root: &std::path::Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(root).map_err(|source| StoreError::Io { path: root.to_owned(), source })?;
-        let root = root.canonicalize().map_err(|source| StoreError::Io { path: root.to_owned(), source })?;
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| StoreError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
         let objects = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Self { objects: Arc::new(objects), local_root: Some(root) })
+        Ok(Self {
+            objects: Arc::new(objects),
+            local_root: Some(root),
+        })
     }
 
     pub fn objects(&self) -> Arc<dyn ObjectStore> {
@@ -100,7 +112,11 @@ impl Store {
         let files: Vec<ObjectMeta> = self.objects.list(Some(&prefix)).try_collect().await?;
         Ok(files
             .into_iter()
-            .filter(|f| f.location.as_ref().ends_with(weft_schema::layout::PARQUET_SUFFIX))
+            .filter(|f| {
+                f.location
+                    .as_ref()
+                    .ends_with(weft_schema::layout::PARQUET_SUFFIX)
+            })
             .collect())
     }
 
@@ -113,8 +129,14 @@ impl Store {
     }
 
     /// Writes `batches` as one Parquet file at `path`, durably.
-    pub async fn write_parquet(&self, table: Table, path: &str, batches: Vec<RecordBatch>) -> Result<u64, StoreError> {
-        self.write_parquet_as(table, FileRole::Merged, path, batches).await
+    pub async fn write_parquet(
+        &self,
+        table: Table,
+        path: &str,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, StoreError> {
+        self.write_parquet_as(table, FileRole::Merged, path, batches)
+            .await
     }
 
     /// Writes a file for `role`: flush files trade size for speed, since
@@ -126,7 +148,8 @@ impl Store {
         path: &str,
         batches: Vec<RecordBatch>,
     ) -> Result<u64, StoreError> {
-        let bytes = tokio::task::spawn_blocking(move || encode_parquet_as(table, role, &batches)).await??;
+        let bytes =
+            tokio::task::spawn_blocking(move || encode_parquet_as(table, role, &batches)).await??;
         let size = bytes.len() as u64;
         let location = ObjectPath::from(path);
         self.objects.put(&location, PutPayload::from(bytes)).await?;
@@ -137,18 +160,31 @@ impl Store {
     /// The object store renames a finished file into place but does not fsync;
     /// the write-ahead log is deleted after this, so the file must be on disk.
     fn sync_local(&self, path: &str) -> Result<(), StoreError> {
-        let Some(root) = &self.local_root else { return Ok(()) };
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
         let file = root.join(path);
         let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-        sync(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
+        sync(&file).map_err(|source| StoreError::Io {
+            path: file.clone(),
+            source,
+        })?;
         if let Some(parent) = file.parent() {
-            sync(parent).map_err(|source| StoreError::Io { path: parent.to_owned(), source })?;
+            sync(parent).map_err(|source| StoreError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
         Ok(())
     }
 
     pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        let bytes = self.objects.get(&ObjectPath::from(path)).await?.bytes().await?;
+        let bytes = self
+            .objects
+            .get(&ObjectPath::from(path))
+            .await?
+            .bytes()
+            .await?;
         Ok(tokio::task::spawn_blocking(move || decode_parquet(bytes)).await??)
     }
 
@@ -171,7 +207,11 @@ pub enum FileRole {
 
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
-pub fn writer_properties(table: Table, role: FileRole, rows: usize) -> Result<WriterProperties, StoreError> {
+pub fn writer_properties(
+    table: Table,
+    role: FileRole,
+    rows: usize,
+) -> Result<WriterProperties, StoreError> {
     let level = match role {
         FileRole::Flush => 1,
         FileRole::Merged => 3,
@@ -180,7 +220,10 @@ pub fn writer_properties(table: Table, role: FileRole, rows: usize) -> Result<Wr
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
-        .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_VERSION_KEY.to_owned(), SCHEMA_VERSION.to_string())]));
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            SCHEMA_VERSION_KEY.to_owned(),
+            SCHEMA_VERSION.to_string(),
+        )]));
     if table == Table::Spans {
         let trace_id = ColumnPath::from(spans::TRACE_ID);
         builder = builder
@@ -197,7 +240,11 @@ pub fn encode_parquet(table: Table, batches: &[RecordBatch]) -> Result<Bytes, St
     encode_parquet_as(table, FileRole::Merged, batches)
 }
 
-pub fn encode_parquet_as(table: Table, role: FileRole, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
+pub fn encode_parquet_as(
+    table: Table,
+    role: FileRole,
+    batches: &[RecordBatch],
+) -> Result<Bytes, StoreError> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let props = writer_properties(table, role, rows)?;
     let mut out = Vec::new();
@@ -210,7 +257,9 @@ pub fn encode_parquet_as(table: Table, role: FileRole, batches: &[RecordBatch]) 
 }
 
 pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, StoreError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024).build()?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -228,27 +277,48 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[test]
-    fn span_files_use_zstd_statistics_and_a_trace_id_bloom_filter() -> Result<(), Box<dyn std::error::Error>> {
+    fn span_files_use_zstd_statistics_and_a_trace_id_bloom_filter()
+    -> Result<(), Box<dyn std::error::Error>> {
         let spans = (1..=3u8)
-            .map(|i| Span { trace_id: vec![i; 16], span_id: vec![i; 8], name: "s".into(), ..Default::default() })
+            .map(|i| Span {
+                trace_id: vec![i; 16],
+                span_id: vec![i; 8],
+                name: "s".into(),
+                ..Default::default()
+            })
             .collect();
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
         let bytes = encode_parquet(Table::Spans, &[to_record_batch(&request)?])?;
         let reader = SerializedFileReader::new(bytes)?;
         let metadata = reader.metadata();
-        let version = metadata.file_metadata().key_value_metadata().and_then(|kv| {
-            kv.iter().find(|k| k.key == SCHEMA_VERSION_KEY).and_then(|k| k.value.clone())
-        });
+        let version = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| {
+                kv.iter()
+                    .find(|k| k.key == SCHEMA_VERSION_KEY)
+                    .and_then(|k| k.value.clone())
+            });
         assert_eq!(version, Some(SCHEMA_VERSION.to_string()));
         let row_group = metadata.row_group(0);
-        let trace_id = row_group.columns().iter().find(|c| c.column_path().string() == spans::TRACE_ID).ok_or("no trace_id")?;
+        let trace_id = row_group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == spans::TRACE_ID)
+            .ok_or("no trace_id")?;
         assert!(matches!(trace_id.compression(), Compression::ZSTD(_)));
-        assert!(trace_id.bloom_filter_offset().is_some(), "trace_id has a bloom filter");
+        assert!(
+            trace_id.bloom_filter_offset().is_some(),
+            "trace_id has a bloom filter"
+        );
         assert!(trace_id.statistics().is_some());
         Ok(())
     }

@@ -35,7 +35,10 @@ pub enum WalError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_owned(), source }
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What a record holds.
@@ -69,7 +72,9 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
 }
 
 /// The segments present in `dir`, oldest first.
@@ -79,7 +84,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
         let entry = entry.map_err(io_at(dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(number) = name.strip_prefix(SEGMENT_PREFIX).and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) {
+        if let Some(number) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+        {
             if let Ok(number) = number.parse() {
                 segments.push(number);
             }
@@ -93,7 +101,9 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
 pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
     let path = segment_path(dir, segment);
     let mut bytes = Vec::new();
-    File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_at(&path))?;
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_at(&path))?;
     let mut records = Vec::new();
     let mut rest = bytes.as_slice();
     while rest.len() >= HEADER_LEN {
@@ -103,15 +113,24 @@ pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
             break;
         }
         let body = &rest[HEADER_LEN..HEADER_LEN + len];
-        let Some(signal) = Signal::from_byte(body[0]) else { break };
+        let Some(signal) = Signal::from_byte(body[0]) else {
+            break;
+        };
         if crc32fast::hash(body) != crc {
             break;
         }
-        records.push(Record { signal, payload: body[1..].to_vec() });
+        records.push(Record {
+            signal,
+            payload: body[1..].to_vec(),
+        });
         rest = &rest[HEADER_LEN + len..];
     }
     if !rest.is_empty() {
-        tracing::warn!(segment, ignored_bytes = rest.len(), "write-ahead log segment ends in a torn record; it was never acknowledged");
+        tracing::warn!(
+            segment,
+            ignored_bytes = rest.len(),
+            "write-ahead log segment ends in a torn record; it was never acknowledged"
+        );
     }
     Ok(records)
 }
@@ -120,7 +139,10 @@ pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
 pub fn read_checkpoint(dir: &Path) -> Result<u64, WalError> {
     let path = dir.join(CHECKPOINT_FILE);
     match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| WalError::BadCheckpoint { path, text }),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| WalError::BadCheckpoint { path, text }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(WalError::Io { path, source: e }),
     }
@@ -132,7 +154,8 @@ pub fn checkpoint(dir: &Path, segment: u64) -> Result<(), WalError> {
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
     {
         let mut file = File::create(&tmp).map_err(io_at(&tmp))?;
-        file.write_all(segment.to_string().as_bytes()).map_err(io_at(&tmp))?;
+        file.write_all(segment.to_string().as_bytes())
+            .map_err(io_at(&tmp))?;
         file.sync_all().map_err(io_at(&tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io_at(&path))?;
@@ -158,15 +181,28 @@ impl Wal {
     /// Starts a new segment numbered after every existing one and the checkpoint.
     pub fn create(dir: &Path) -> Result<Self, WalError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
-        let last = list_segments(dir)?.last().copied().unwrap_or(0).max(read_checkpoint(dir)?);
+        let last = list_segments(dir)?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(read_checkpoint(dir)?);
         Self::open_segment(dir, last + 1)
     }
 
     fn open_segment(dir: &Path, segment: u64) -> Result<Self, WalError> {
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_at(&path))?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
         sync_dir(dir)?;
-        Ok(Self { dir: dir.to_owned(), segment, file: BufWriter::with_capacity(1 << 20, file), path })
+        Ok(Self {
+            dir: dir.to_owned(),
+            segment,
+            file: BufWriter::with_capacity(1 << 20, file),
+            path,
+        })
     }
 
     pub fn segment(&self) -> u64 {
@@ -174,7 +210,10 @@ impl Wal {
     }
 
     /// Writes `records` and syncs them to disk before returning.
-    pub fn append_and_sync<'a>(&mut self, records: impl IntoIterator<Item = (Signal, &'a [u8])>) -> Result<(), WalError> {
+    pub fn append_and_sync<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (Signal, &'a [u8])>,
+    ) -> Result<(), WalError> {
         for (signal, payload) in records {
             let len = u32::try_from(payload.len() + 1).map_err(|_| WalError::Io {
                 path: self.path.clone(),
@@ -184,9 +223,15 @@ impl Wal {
             hasher.update(&[signal as u8]);
             hasher.update(payload);
             let crc = hasher.finalize();
-            self.file.write_all(&len.to_le_bytes()).map_err(io_at(&self.path))?;
-            self.file.write_all(&crc.to_le_bytes()).map_err(io_at(&self.path))?;
-            self.file.write_all(&[signal as u8]).map_err(io_at(&self.path))?;
+            self.file
+                .write_all(&len.to_le_bytes())
+                .map_err(io_at(&self.path))?;
+            self.file
+                .write_all(&crc.to_le_bytes())
+                .map_err(io_at(&self.path))?;
+            self.file
+                .write_all(&[signal as u8])
+                .map_err(io_at(&self.path))?;
             self.file.write_all(payload).map_err(io_at(&self.path))?;
         }
         self.file.flush().map_err(io_at(&self.path))?;
@@ -211,16 +256,27 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut wal = Wal::create(dir.path())?;
         assert_eq!(wal.segment(), 1);
-        wal.append_and_sync([(Signal::Traces, b"abc".as_slice()), (Signal::Metrics, b"".as_slice())])?;
+        wal.append_and_sync([
+            (Signal::Traces, b"abc".as_slice()),
+            (Signal::Metrics, b"".as_slice()),
+        ])?;
         // A crash in the middle of a write leaves a partial record.
-        let mut file = OpenOptions::new().append(true).open(segment_path(dir.path(), 1))?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), 1))?;
         file.write_all(&[200, 0, 0, 0, 1, 2])?;
         let records = read_segment(dir.path(), 1)?;
         assert_eq!(
             records,
             vec![
-                Record { signal: Signal::Traces, payload: b"abc".to_vec() },
-                Record { signal: Signal::Metrics, payload: vec![] },
+                Record {
+                    signal: Signal::Traces,
+                    payload: b"abc".to_vec()
+                },
+                Record {
+                    signal: Signal::Metrics,
+                    payload: vec![]
+                },
             ]
         );
         Ok(())

@@ -71,14 +71,20 @@ impl AssembledTrace {
     }
 
     pub fn error_count(&self) -> usize {
-        self.spans.iter().filter(|s| s.span.status_code == "ERROR").count()
+        self.spans
+            .iter()
+            .filter(|s| s.span.status_code == "ERROR")
+            .count()
     }
 
     /// Services in order of first appearance, with their span counts.
     pub fn services(&self) -> Vec<(String, usize)> {
         let mut counts: Vec<(String, usize)> = Vec::new();
         for span in &self.spans {
-            match counts.iter_mut().find(|(name, _)| *name == span.span.service_name) {
+            match counts
+                .iter_mut()
+                .find(|(name, _)| *name == span.span.service_name)
+            {
                 Some((_, n)) => *n += 1,
                 None => counts.push((span.span.service_name.clone(), 1)),
             }
@@ -89,7 +95,10 @@ impl AssembledTrace {
 
 /// Builds the tree of one trace's spans (any order, any mix of duplicates).
 pub fn assemble(trace_id: &str, spans: Vec<SpanData>) -> AssembledTrace {
-    let mut trace = AssembledTrace { trace_id: trace_id.to_owned(), ..Default::default() };
+    let mut trace = AssembledTrace {
+        trace_id: trace_id.to_owned(),
+        ..Default::default()
+    };
     let spans = drop_duplicates(spans, &mut trace);
     if spans.is_empty() {
         return trace;
@@ -98,7 +107,9 @@ pub fn assemble(trace_id: &str, spans: Vec<SpanData>) -> AssembledTrace {
     // Parent links by span id; where ids collide, children attach to the first
     // copy by start time.
     let mut order: Vec<usize> = (0..spans.len()).collect();
-    order.sort_by(|&a, &b| (spans[a].start_ns, &spans[a].span_id).cmp(&(spans[b].start_ns, &spans[b].span_id)));
+    order.sort_by(|&a, &b| {
+        (spans[a].start_ns, &spans[a].span_id).cmp(&(spans[b].start_ns, &spans[b].span_id))
+    });
     let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(spans.len());
     let mut shared_ids = 0;
     for &i in &order {
@@ -167,7 +178,9 @@ pub fn assemble(trace_id: &str, spans: Vec<SpanData>) -> AssembledTrace {
             if in_cycle[i] {
                 warnings.push("this span's parent links form a cycle; shown as a root".to_owned());
             } else if let (true, Some(parent)) = (orphan[i], &span.parent_span_id) {
-                warnings.push(format!("parent span {parent} is not in this trace (not received, or still in flight)"));
+                warnings.push(format!(
+                    "parent span {parent} is not in this trace (not received, or still in flight)"
+                ));
             }
             TraceSpan {
                 span,
@@ -182,7 +195,9 @@ pub fn assemble(trace_id: &str, spans: Vec<SpanData>) -> AssembledTrace {
         })
         .collect();
     trace.roots = roots.iter().map(|&r| new_index[r]).collect();
-    trace.roots.sort_by_key(|&r| (trace.spans[r].span.start_ns, r));
+    trace
+        .roots
+        .sort_by_key(|&r| (trace.spans[r].span.start_ns, r));
     if shared_ids > 0 {
         trace.warnings.push(format!(
             "{shared_ids} span(s) share a span id with a different span; each is shown, children attach to the earliest"
@@ -191,21 +206,40 @@ pub fn assemble(trace_id: &str, spans: Vec<SpanData>) -> AssembledTrace {
         for span in &trace.spans {
             *seen.entry(span.span.span_id.as_str()).or_default() += 1;
         }
-        let shared: Vec<bool> = trace.spans.iter().map(|s| seen[s.span.span_id.as_str()] > 1).collect();
+        let shared: Vec<bool> = trace
+            .spans
+            .iter()
+            .map(|s| seen[s.span.span_id.as_str()] > 1)
+            .collect();
         for (span, shared) in trace.spans.iter_mut().zip(shared) {
             if shared {
-                span.warnings.push(format!("another span in this trace has the same span id {}", span.span.span_id));
+                span.warnings.push(format!(
+                    "another span in this trace has the same span id {}",
+                    span.span.span_id
+                ));
             }
         }
     }
     let orphans = trace.spans.iter().filter(|s| s.orphan).count();
     if orphans > 0 {
-        trace.warnings.push(format!("{orphans} span(s) have a parent that is not in this trace; they are shown as roots"));
+        trace.warnings.push(format!(
+            "{orphans} span(s) have a parent that is not in this trace; they are shown as roots"
+        ));
     }
 
     adjust_clock_skew(&mut trace);
-    trace.start_ns = trace.spans.iter().map(|s| s.span.start_ns).min().unwrap_or_default();
-    trace.end_ns = trace.spans.iter().map(TraceSpan::end_ns).max().unwrap_or_default();
+    trace.start_ns = trace
+        .spans
+        .iter()
+        .map(|s| s.span.start_ns)
+        .min()
+        .unwrap_or_default();
+    trace.end_ns = trace
+        .spans
+        .iter()
+        .map(TraceSpan::end_ns)
+        .max()
+        .unwrap_or_default();
     compute_critical_path(&mut trace);
     trace
 }
@@ -267,11 +301,16 @@ fn adjust_clock_skew(trace: &mut AssembledTrace) {
     // Depth-first order means every parent is adjusted before its children.
     let mut delta = vec![0i64; trace.spans.len()];
     for i in 0..trace.spans.len() {
-        let Some(p) = trace.spans[i].parent else { continue };
+        let Some(p) = trace.spans[i].parent else {
+            continue;
+        };
         if clocks[i] == clocks[p] {
             delta[i] = delta[p];
         } else {
-            let (parent_start, parent_duration) = (trace.spans[p].span.start_ns, trace.spans[p].span.duration_ns);
+            let (parent_start, parent_duration) = (
+                trace.spans[p].span.start_ns,
+                trace.spans[p].span.duration_ns,
+            );
             // The child's own clock: its parent's correction does not apply to it.
             let child = &trace.spans[i].span;
             let (start, duration) = (child.start_ns, child.duration_ns);
@@ -279,7 +318,11 @@ fn adjust_clock_skew(trace: &mut AssembledTrace) {
             delta[i] = if fits {
                 0
             } else if duration > parent_duration {
-                let note = if start < parent_start { "starts before its parent" } else { "ends after its parent" };
+                let note = if start < parent_start {
+                    "starts before its parent"
+                } else {
+                    "ends after its parent"
+                };
                 trace.spans[i].warnings.push(format!(
                     "{note} and is longer than it, so clock skew cannot be corrected (parent in {}, this span in {})",
                     clocks[p].0, clocks[i].0
@@ -307,7 +350,9 @@ fn adjust_clock_skew(trace: &mut AssembledTrace) {
     }
     let adjusted = delta.iter().filter(|&&d| d != 0).count();
     if adjusted > 0 {
-        trace.warnings.push(format!("{adjusted} span(s) were shifted to correct clock skew between services"));
+        trace.warnings.push(format!(
+            "{adjusted} span(s) were shifted to correct clock skew between services"
+        ));
     }
 }
 
@@ -327,9 +372,19 @@ fn format_ns(ns: i64) -> String {
 /// are first clipped to their parent's time (async work that outlives its
 /// parent did not delay it).
 fn compute_critical_path(trace: &mut AssembledTrace) {
-    let Some(&root) = trace.roots.iter().max_by_key(|&&r| (trace.spans[r].end_ns(), std::cmp::Reverse(r))) else { return };
+    let Some(&root) = trace
+        .roots
+        .iter()
+        .max_by_key(|&&r| (trace.spans[r].end_ns(), std::cmp::Reverse(r)))
+    else {
+        return;
+    };
     let n = trace.spans.len();
-    let mut clipped: Vec<(i64, i64)> = trace.spans.iter().map(|s| (s.span.start_ns, s.end_ns())).collect();
+    let mut clipped: Vec<(i64, i64)> = trace
+        .spans
+        .iter()
+        .map(|s| (s.span.start_ns, s.end_ns()))
+        .collect();
     let mut live = vec![true; n];
     // Depth-first order: parents are clipped before their children.
     for i in 0..n {
@@ -367,7 +422,11 @@ fn compute_critical_path(trace: &mut AssembledTrace) {
         match found {
             Some(child) => {
                 if cursor > clipped[child].1 {
-                    path.push(CriticalSegment { span: current, start_ns: clipped[child].1, end_ns: cursor });
+                    path.push(CriticalSegment {
+                        span: current,
+                        start_ns: clipped[child].1,
+                        end_ns: cursor,
+                    });
                 }
                 current = child;
                 cursor = clipped[child].1;
@@ -375,7 +434,11 @@ fn compute_critical_path(trace: &mut AssembledTrace) {
             None => {
                 let start = clipped[current].0;
                 if cursor > start {
-                    path.push(CriticalSegment { span: current, start_ns: start, end_ns: cursor });
+                    path.push(CriticalSegment {
+                        span: current,
+                        start_ns: start,
+                        end_ns: cursor,
+                    });
                 }
                 match trace.spans[current].parent {
                     Some(parent) if current != root => {
@@ -414,7 +477,11 @@ mod tests {
     }
 
     fn ids(trace: &AssembledTrace) -> Vec<&str> {
-        trace.spans.iter().map(|s| s.span.span_id.as_str()).collect()
+        trace
+            .spans
+            .iter()
+            .map(|s| s.span.span_id.as_str())
+            .collect()
     }
 
     #[test]
@@ -439,12 +506,23 @@ mod tests {
 
     #[test]
     fn orphans_are_kept_as_roots_and_flagged() {
-        let trace = assemble("t", vec![span("a", None, "s", 0, 100), span("x", Some("missing"), "s", 10, 5)]);
+        let trace = assemble(
+            "t",
+            vec![
+                span("a", None, "s", 0, 100),
+                span("x", Some("missing"), "s", 10, 5),
+            ],
+        );
         assert_eq!(ids(&trace), ["a", "x"]);
         assert_eq!(trace.roots, [0, 1]);
         assert!(trace.spans[1].orphan);
         assert!(trace.spans[1].warnings[0].contains("parent span missing is not in this trace"));
-        assert!(trace.warnings.iter().any(|w| w.contains("1 span(s) have a parent")));
+        assert!(
+            trace
+                .warnings
+                .iter()
+                .any(|w| w.contains("1 span(s) have a parent"))
+        );
     }
 
     #[test]
@@ -454,13 +532,24 @@ mod tests {
         other_b.name = "other".into();
         let trace = assemble(
             "t",
-            vec![a.clone(), a, span("b", Some("a"), "s", 10, 10), other_b, span("c", Some("b"), "s", 12, 2)],
+            vec![
+                a.clone(),
+                a,
+                span("b", Some("a"), "s", 10, 10),
+                other_b,
+                span("c", Some("b"), "s", 12, 2),
+            ],
         );
         assert_eq!(trace.duplicates_dropped, 1);
         assert_eq!(ids(&trace), ["a", "b", "c", "b"]);
         // Children attach to the earliest copy of a shared id.
         assert_eq!(trace.spans[2].parent, Some(1));
-        assert!(trace.spans[3].warnings.iter().any(|w| w.contains("same span id")));
+        assert!(
+            trace.spans[3]
+                .warnings
+                .iter()
+                .any(|w| w.contains("same span id"))
+        );
         assert_eq!(trace.warnings.len(), 2);
     }
 
@@ -497,7 +586,13 @@ mod tests {
 
     #[test]
     fn a_child_longer_than_its_parent_is_flagged_not_moved() {
-        let trace = assemble("t", vec![span("a", None, "frontend", 100, 10), span("b", Some("a"), "backend", 50, 500)]);
+        let trace = assemble(
+            "t",
+            vec![
+                span("a", None, "frontend", 100, 10),
+                span("b", Some("a"), "backend", 50, 500),
+            ],
+        );
         assert_eq!(trace.spans[1].span.start_ns, 50);
         assert!(trace.spans[1].warnings[0].contains("cannot be corrected"));
     }
@@ -505,9 +600,15 @@ mod tests {
     #[test]
     fn different_instances_of_one_service_are_different_clocks() {
         let mut parent = span("a", None, "svc", 1000, 100);
-        parent.resource_attributes = vec![Attribute { key: "service.instance.id".into(), value: AttributeValue::String("1".into()) }];
+        parent.resource_attributes = vec![Attribute {
+            key: "service.instance.id".into(),
+            value: AttributeValue::String("1".into()),
+        }];
         let mut child = span("b", Some("a"), "svc", 0, 20);
-        child.resource_attributes = vec![Attribute { key: "service.instance.id".into(), value: AttributeValue::String("2".into()) }];
+        child.resource_attributes = vec![Attribute {
+            key: "service.instance.id".into(),
+            value: AttributeValue::String("2".into()),
+        }];
         let trace = assemble("t", vec![parent, child]);
         assert_eq!(trace.spans[1].span.start_ns, 1040);
     }
@@ -528,11 +629,28 @@ mod tests {
             span("c", Some("root"), "s", 75, 15),
         ];
         let trace = assemble("t", spans);
-        let path: Vec<(&str, i64, i64)> =
-            trace.critical_path.iter().map(|s| (trace.spans[s.span].span.span_id.as_str(), s.start_ns, s.end_ns)).collect();
+        let path: Vec<(&str, i64, i64)> = trace
+            .critical_path
+            .iter()
+            .map(|s| {
+                (
+                    trace.spans[s.span].span.span_id.as_str(),
+                    s.start_ns,
+                    s.end_ns,
+                )
+            })
+            .collect();
         assert_eq!(
             path,
-            [("root", 90, 100), ("c", 75, 90), ("root", 70, 75), ("b", 60, 70), ("b1", 30, 60), ("b", 20, 30), ("root", 0, 20)]
+            [
+                ("root", 90, 100),
+                ("c", 75, 90),
+                ("root", 70, 75),
+                ("b", 60, 70),
+                ("b1", 30, 60),
+                ("b", 20, 30),
+                ("root", 0, 20)
+            ]
         );
         let total: i64 = trace.spans.iter().map(|s| s.critical_ns).sum();
         assert_eq!(total, 100);
@@ -540,7 +658,10 @@ mod tests {
 
     #[test]
     fn async_children_outliving_their_parent_are_clipped() {
-        let spans = vec![span("root", None, "s", 0, 100), span("async", Some("root"), "s", 50, 500)];
+        let spans = vec![
+            span("root", None, "s", 0, 100),
+            span("async", Some("root"), "s", 50, 500),
+        ];
         let trace = assemble("t", spans);
         let total: i64 = trace.spans.iter().map(|s| s.critical_ns).sum();
         assert_eq!(total, 100);
@@ -553,18 +674,33 @@ mod tests {
         let spans: Vec<SpanData> = (0..n)
             .map(|i| {
                 let parent = (i > 0).then(|| format!("s{}", i - 1));
-                span(&format!("s{i}"), parent.as_deref(), "s", i as i64, (2 * n - 2 * i) as i64)
+                span(
+                    &format!("s{i}"),
+                    parent.as_deref(),
+                    "s",
+                    i as i64,
+                    (2 * n - 2 * i) as i64,
+                )
             })
             .collect();
         let trace = assemble("t", spans);
         assert_eq!(trace.spans.len(), n);
         assert_eq!(trace.spans[n - 1].depth, n - 1);
-        assert_eq!(trace.spans.iter().map(|s| s.critical_ns).sum::<i64>(), trace.duration_ns());
+        assert_eq!(
+            trace.spans.iter().map(|s| s.critical_ns).sum::<i64>(),
+            trace.duration_ns()
+        );
     }
 
     #[test]
     fn a_parent_cycle_still_shows_every_span() {
-        let trace = assemble("t", vec![span("a", Some("b"), "s", 0, 10), span("b", Some("a"), "s", 1, 5)]);
+        let trace = assemble(
+            "t",
+            vec![
+                span("a", Some("b"), "s", 0, 10),
+                span("b", Some("a"), "s", 1, 5),
+            ],
+        );
         assert_eq!(trace.spans.len(), 2);
         assert_eq!(trace.roots.len(), 1);
         assert!(trace.spans[0].warnings[0].contains("cycle"));

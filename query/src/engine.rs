@@ -8,7 +8,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -29,7 +31,9 @@ const STORE_URL: &str = "weft://store/";
 pub enum QueryError {
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("the query did not finish within its time limit of {0:?}; narrow it (a time range, a LIMIT) and try again")]
+    #[error(
+        "the query did not finish within its time limit of {0:?}; narrow it (a time range, a LIMIT) and try again"
+    )]
     Timeout(Duration),
     #[error("{0}")]
     Invalid(String),
@@ -66,7 +70,9 @@ impl From<DataFusionError> for QueryError {
             {
                 QueryError::Invalid(error.strip_backtrace())
             }
-            DataFusionError::ResourcesExhausted(_) => QueryError::ResourcesExhausted(error.strip_backtrace()),
+            DataFusionError::ResourcesExhausted(_) => {
+                QueryError::ResourcesExhausted(error.strip_backtrace())
+            }
             _ => QueryError::Engine(error),
         }
     }
@@ -83,7 +89,11 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), max_rows: 10_000, memory_bytes: 1 << 30 }
+        Self {
+            timeout: Duration::from_secs(30),
+            max_rows: 10_000,
+            memory_bytes: 1 << 30,
+        }
     }
 }
 
@@ -110,7 +120,11 @@ impl QueryEngine {
             .build_arc()?;
         let url = Url::parse(STORE_URL).map_err(|e| QueryError::Invalid(e.to_string()))?;
         runtime.register_object_store(&url, objects);
-        Ok(Self { runtime, store_lock, limits })
+        Ok(Self {
+            runtime,
+            store_lock,
+            limits,
+        })
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -122,19 +136,32 @@ impl QueryEngine {
     pub fn session(&self) -> Result<SessionContext, QueryError> {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Files live in hour directories below each table's directory.
-        config.options_mut().execution.listing_table_ignore_subdirectory = false;
+        config
+            .options_mut()
+            .execution
+            .listing_table_ignore_subdirectory = false;
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         for (name, dir, schema) in [
-            ("spans", weft_schema::layout::SPANS_DIR, weft_schema::spans::schema()),
-            ("metrics", weft_schema::layout::METRICS_DIR, weft_schema::metrics::schema()),
+            (
+                "spans",
+                weft_schema::layout::SPANS_DIR,
+                weft_schema::spans::schema(),
+            ),
+            (
+                "metrics",
+                weft_schema::layout::METRICS_DIR,
+                weft_schema::metrics::schema(),
+            ),
         ] {
             let url = ListingTableUrl::parse(format!("{STORE_URL}{dir}/"))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(weft_schema::layout::PARQUET_SUFFIX);
-            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(schema);
             ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(ctx)
@@ -159,7 +186,9 @@ impl QueryEngine {
                 }
             }
         };
-        tokio::time::timeout(self.limits.timeout, run).await.map_err(|_| QueryError::Timeout(self.limits.timeout))?
+        tokio::time::timeout(self.limits.timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
     }
 
     /// Runs a frame built by this crate, under the store lock and the time limit.
@@ -176,7 +205,10 @@ impl QueryEngine {
 
     async fn run(&self, sql: &str) -> Result<SqlResult, QueryError> {
         let ctx = self.session()?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let frame = ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
@@ -194,7 +226,11 @@ impl QueryEngine {
             rows += batch.num_rows();
             batches.push(batch);
         }
-        Ok(SqlResult { schema, batches, truncated })
+        Ok(SqlResult {
+            schema,
+            batches,
+            truncated,
+        })
     }
 }
 
@@ -232,7 +268,10 @@ impl SqlResult {
         self.schema
             .fields()
             .iter()
-            .map(|f| SqlColumn { name: f.name().clone(), data_type: f.data_type().to_string() })
+            .map(|f| SqlColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
             .collect()
     }
 
@@ -248,20 +287,35 @@ impl SqlResult {
         let mut rows = Vec::with_capacity(self.row_count());
         for batch in &self.batches {
             for row in 0..batch.num_rows() {
-                rows.push(batch.columns().iter().map(|c| json::value(c.as_ref(), row)).collect());
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|c| json::value(c.as_ref(), row))
+                        .collect(),
+                );
             }
         }
         rows
     }
 
     pub fn to_json(&self) -> SqlJson {
-        SqlJson { columns: self.columns(), rows: self.rows(), truncated: self.truncated }
+        SqlJson {
+            columns: self.columns(),
+            rows: self.rows(),
+            truncated: self.truncated,
+        }
     }
 
     /// CSV with a header row. Nested values are written as JSON text.
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
-        let header: Vec<String> = self.schema.fields().iter().map(|f| csv_field(f.name())).collect();
+        let header: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| csv_field(f.name()))
+            .collect();
         out.push_str(&header.join(","));
         out.push('\n');
         for row in self.rows() {

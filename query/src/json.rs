@@ -8,7 +8,9 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Number, Value};
 
 fn float(f: f64) -> Value {
-    Number::from_f64(f).map(Value::Number).unwrap_or_else(|| Value::String(f.to_string()))
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(f.to_string()))
 }
 
 /// The JSON form of `array[row]`. Times and other types without a JSON
@@ -28,7 +30,9 @@ pub fn value(array: &dyn Array, row: usize) -> Value {
         DataType::UInt16 => Value::from(array.as_primitive::<types::UInt16Type>().value(row)),
         DataType::UInt32 => Value::from(array.as_primitive::<types::UInt32Type>().value(row)),
         DataType::UInt64 => Value::from(array.as_primitive::<types::UInt64Type>().value(row)),
-        DataType::Float32 => float(f64::from(array.as_primitive::<types::Float32Type>().value(row))),
+        DataType::Float32 => float(f64::from(
+            array.as_primitive::<types::Float32Type>().value(row),
+        )),
         DataType::Float64 => float(array.as_primitive::<types::Float64Type>().value(row)),
         DataType::Utf8 => Value::from(array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => Value::from(array.as_string::<i64>().value(row)),

@@ -16,9 +16,15 @@ mod sandbox;
 mod stats;
 mod traces;
 
-pub use engine::{QueryEngine, QueryError, QueryLimits, SqlResult, SqlJson, SqlColumn};
 pub use assembly::{AssembledTrace, CriticalSegment, TraceSpan, assemble};
+pub use engine::{QueryEngine, QueryError, QueryLimits, SqlColumn, SqlJson, SqlResult};
 pub use metrics::{MetricChart, MetricInfo, MetricSeries, histogram_quantile};
 pub use sandbox::Refusal;
-pub use stats::{Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter, histogram_bounds};
-pub use traces::{Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch, read_spans};
+pub use stats::{
+    Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter,
+    histogram_bounds,
+};
+pub use traces::{
+    Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch,
+    read_spans,
+};

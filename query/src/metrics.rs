@@ -46,12 +46,18 @@ pub struct MetricChart {
 pub const MAX_POINTS: usize = 200_000;
 
 fn time_filter(start_ns: i64, end_ns: i64) -> datafusion::prelude::Expr {
-    col(m::TIME).gt_eq(timestamp(start_ns)).and(col(m::TIME).lt_eq(timestamp(end_ns)))
+    col(m::TIME)
+        .gt_eq(timestamp(start_ns))
+        .and(col(m::TIME).lt_eq(timestamp(end_ns)))
 }
 
 fn text(batch: &RecordBatch, index: usize, row: usize) -> String {
     let column = batch.column(index).as_string::<i32>();
-    if column.is_null(row) { String::new() } else { column.value(row).to_owned() }
+    if column.is_null(row) {
+        String::new()
+    } else {
+        column.value(row).to_owned()
+    }
 }
 
 /// The value at quantile `q` of a histogram with `counts` over `bounds`
@@ -65,9 +71,15 @@ pub fn histogram_quantile(q: f64, bounds: &[f64], counts: &[u64]) -> Option<f64>
     let mut seen = 0u64;
     for (i, &count) in counts.iter().enumerate() {
         if count > 0 && (seen + count) as f64 >= rank {
-            let lower = if i == 0 { 0f64.min(bounds.first().copied().unwrap_or(0.0)) } else { bounds[i - 1] };
+            let lower = if i == 0 {
+                0f64.min(bounds.first().copied().unwrap_or(0.0))
+            } else {
+                bounds[i - 1]
+            };
             // The open last bucket: its lower bound is the best estimate.
-            let Some(&upper) = bounds.get(i) else { return Some(lower) };
+            let Some(&upper) = bounds.get(i) else {
+                return Some(lower);
+            };
             let within = (rank - seen as f64) / count as f64;
             return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
         }
@@ -88,14 +100,23 @@ struct Accumulator {
 
 impl QueryEngine {
     /// Every metric with data in the range, by name.
-    pub async fn metric_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<MetricInfo>, QueryError> {
+    pub async fn metric_names(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<MetricInfo>, QueryError> {
         let frame = self
             .session()?
             .table("metrics")
             .await?
             .filter(time_filter(start_ns, end_ns))?
             .aggregate(
-                vec![col(m::METRIC_NAME), col(m::METRIC_TYPE), col(m::UNIT), col(m::SERVICE_NAME)],
+                vec![
+                    col(m::METRIC_NAME),
+                    col(m::METRIC_TYPE),
+                    col(m::UNIT),
+                    col(m::SERVICE_NAME),
+                ],
                 vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("points")],
             )?;
         let mut metrics: BTreeMap<(String, String), MetricInfo> = BTreeMap::new();
@@ -103,21 +124,26 @@ impl QueryEngine {
             let points = batch.column(4).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
                 let (name, metric_type) = (text(&batch, 0, row), text(&batch, 1, row));
-                let info = metrics.entry((name.clone(), metric_type.clone())).or_insert_with(|| MetricInfo {
-                    name,
-                    metric_type,
-                    unit: text(&batch, 2, row),
-                    services: Vec::new(),
-                    points: 0,
-                });
+                let info = metrics
+                    .entry((name.clone(), metric_type.clone()))
+                    .or_insert_with(|| MetricInfo {
+                        name,
+                        metric_type,
+                        unit: text(&batch, 2, row),
+                        services: Vec::new(),
+                        points: 0,
+                    });
                 info.services.push(text(&batch, 3, row));
                 info.points += u64::try_from(points.value(row)).unwrap_or_default();
             }
         }
-        Ok(metrics.into_values().map(|mut info| {
-            info.services.sort();
-            info
-        }).collect())
+        Ok(metrics
+            .into_values()
+            .map(|mut info| {
+                info.services.sort();
+                info
+            })
+            .collect())
     }
 
     /// One metric (optionally of one service) per time bucket of `step_ns`.
@@ -143,7 +169,8 @@ impl QueryEngine {
             .filter(filter)?
             .select(vec![
                 col(m::SERVICE_NAME),
-                ((cast(col(m::TIME), DataType::Int64) - lit(start_ns)) / lit(step_ns)).alias("bucket"),
+                ((cast(col(m::TIME), DataType::Int64) - lit(start_ns)) / lit(step_ns))
+                    .alias("bucket"),
                 col(m::METRIC_TYPE),
                 col(m::UNIT),
                 cast(col(m::AGGREGATION_TEMPORALITY), DataType::Utf8).alias("temporality"),
@@ -169,7 +196,9 @@ impl QueryEngine {
                     chart.unit = text(&batch, 3, row);
                     chart.temporality = text(&batch, 4, row);
                 }
-                let cell = cells.entry((text(&batch, 0, row), bucket.value(row))).or_default();
+                let cell = cells
+                    .entry((text(&batch, 0, row), bucket.value(row)))
+                    .or_default();
                 cell.points += 1;
                 if !value.is_null(row) {
                     cell.values += value.value(row);
@@ -181,14 +210,24 @@ impl QueryEngine {
                     cell.sum += sum.value(row);
                 }
                 if !bucket_counts.is_null(row) && !bounds.is_null(row) {
-                    let row_bounds: Vec<f64> = bounds.value(row).as_primitive::<Float64Type>().values().to_vec();
-                    let row_counts: Vec<u64> = bucket_counts.value(row).as_primitive::<UInt64Type>().values().to_vec();
+                    let row_bounds: Vec<f64> = bounds
+                        .value(row)
+                        .as_primitive::<Float64Type>()
+                        .values()
+                        .to_vec();
+                    let row_counts: Vec<u64> = bucket_counts
+                        .value(row)
+                        .as_primitive::<UInt64Type>()
+                        .values()
+                        .to_vec();
                     if cell.bounds.is_empty() {
                         cell.bounds = row_bounds;
                         cell.buckets = vec![0; row_counts.len()];
                     }
                     // Points with other bounds cannot be merged bucket by bucket; they count in the mean only.
-                    if cell.bounds.len() + 1 == row_counts.len() && cell.buckets.len() == row_counts.len() {
+                    if cell.bounds.len() + 1 == row_counts.len()
+                        && cell.buckets.len() == row_counts.len()
+                    {
                         for (total, add) in cell.buckets.iter_mut().zip(row_counts) {
                             *total += add;
                         }
@@ -208,17 +247,29 @@ impl QueryEngine {
             match (chart.metric_type.as_str(), chart.temporality.as_str()) {
                 ("histogram", _) => {
                     for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-                        push(format!("{service} {name}"), histogram_quantile(q, &cell.bounds, &cell.buckets));
+                        push(
+                            format!("{service} {name}"),
+                            histogram_quantile(q, &cell.bounds, &cell.buckets),
+                        );
                     }
                 }
                 ("exponential_histogram" | "summary", _) => {
-                    push(format!("{service} mean"), (cell.count > 0).then(|| cell.sum / cell.count as f64));
+                    push(
+                        format!("{service} mean"),
+                        (cell.count > 0).then(|| cell.sum / cell.count as f64),
+                    );
                 }
-                ("sum", "delta") => push(format!("{service} per second"), Some(cell.values / step_seconds)),
+                ("sum", "delta") => push(
+                    format!("{service} per second"),
+                    Some(cell.values / step_seconds),
+                ),
                 _ => push(service, Some(cell.values / cell.points.max(1) as f64)),
             }
         }
-        chart.series = series.into_iter().map(|(label, points)| MetricSeries { label, points }).collect();
+        chart.series = series
+            .into_iter()
+            .map(|(label, points)| MetricSeries { label, points })
+            .collect();
         Ok(chart)
     }
 }

@@ -11,7 +11,9 @@ pub enum Refusal {
     Syntax(String),
     #[error("expected one SQL statement, found {0}")]
     StatementCount(usize),
-    #[error("{0} is not allowed: the SQL endpoint is read-only and runs queries (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE) only")]
+    #[error(
+        "{0} is not allowed: the SQL endpoint is read-only and runs queries (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE) only"
+    )]
     Forbidden(&'static str),
 }
 
@@ -53,8 +55,12 @@ fn check_statement(statement: &Statement) -> Result<(), Refusal> {
         Statement::Drop { .. } | Statement::DropFunction { .. } => "DROP",
         Statement::AlterTable { .. } => "ALTER",
         Statement::Set(_) => "SET",
-        Statement::Prepare { .. } | Statement::Execute { .. } | Statement::Deallocate { .. } => "PREPARE/EXECUTE",
-        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => "a transaction",
+        Statement::Prepare { .. } | Statement::Execute { .. } | Statement::Deallocate { .. } => {
+            "PREPARE/EXECUTE"
+        }
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. } => "a transaction",
         Statement::AttachDatabase { .. } | Statement::AttachDuckDBDatabase { .. } => "ATTACH",
         Statement::Install { .. } | Statement::Load { .. } => "INSTALL/LOAD",
         _ => "this kind of statement",
@@ -82,7 +88,10 @@ mod tests {
             ("CREATE TABLE t (x INT)", "CREATE TABLE"),
             ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
             ("DROP TABLE spans", "DROP"),
-            ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'", "CREATE EXTERNAL TABLE"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+                "CREATE EXTERNAL TABLE",
+            ),
             ("COPY (SELECT 1) TO '/tmp/x.parquet'", "COPY"),
             ("SET datafusion.execution.batch_size = 1", "SET"),
             ("EXPLAIN DELETE FROM spans", "DELETE"),

@@ -33,7 +33,11 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     pub fn error_rate(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.errors as f64 / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.count as f64
+        }
     }
 }
 
@@ -122,7 +126,8 @@ pub fn histogram_bounds() -> Vec<i64> {
 /// The spans a service answers requests with: its server and consumer spans,
 /// and its root spans (an entry point with no instrumented caller).
 fn is_request() -> Expr {
-    in_list(col(s::KIND), vec![lit("SERVER"), lit("CONSUMER")], false).or(col(s::PARENT_SPAN_ID).is_null())
+    in_list(col(s::KIND), vec![lit("SERVER"), lit("CONSUMER")], false)
+        .or(col(s::PARENT_SPAN_ID).is_null())
 }
 
 fn is_error(status_column: &str) -> Expr {
@@ -196,17 +201,23 @@ impl EdgeSamples {
 /// `percentile_cont` of sorted values: linear interpolation between the two
 /// nearest ranks, as DataFusion, DuckDB and PostgreSQL compute it.
 fn percentile(sorted: &[i64], p: f64) -> f64 {
-    let Some(&last) = sorted.last() else { return 0.0 };
+    let Some(&last) = sorted.last() else {
+        return 0.0;
+    };
     let rank = p * (sorted.len() - 1) as f64;
     let (lower, upper) = (rank.floor() as usize, rank.ceil() as usize);
-    let (a, b) = (sorted.get(lower).copied().unwrap_or(last) as f64, sorted.get(upper).copied().unwrap_or(last) as f64);
+    let (a, b) = (
+        sorted.get(lower).copied().unwrap_or(last) as f64,
+        sorted.get(upper).copied().unwrap_or(last) as f64,
+    );
     a + (b - a) * (rank - lower as f64)
 }
 
 /// count, errors, p50, p95, p99 of `latency_ns` (in this order).
 fn summary_aggregates(latency_ns: Expr, error: Expr) -> Vec<Expr> {
     let latency = cast(latency_ns, DataType::Float64);
-    let percentile = |p: f64, name: &str| percentile_cont(latency.clone().sort(true, false), lit(p)).alias(name);
+    let percentile =
+        |p: f64, name: &str| percentile_cont(latency.clone().sort(true, false), lit(p)).alias(name);
     vec![
         count(lit(1)).alias("count"),
         sum(cast(error, DataType::Int64)).alias("errors"),
@@ -216,14 +227,36 @@ fn summary_aggregates(latency_ns: Expr, error: Expr) -> Vec<Expr> {
     ]
 }
 
+/// A nullable Int64 cell; null reads as 0.
+fn latency_at(array: &datafusion::arrow::array::Int64Array, row: usize) -> i64 {
+    if array.is_null(row) {
+        0
+    } else {
+        array.value(row)
+    }
+}
+
+/// A nullable Boolean cell; null reads as false.
+fn flag_at(array: &datafusion::arrow::array::BooleanArray, row: usize) -> bool {
+    array.is_valid(row) && array.value(row)
+}
+
 fn int_at(batch: &RecordBatch, index: usize, row: usize) -> u64 {
     let array = batch.column(index).as_primitive::<Int64Type>();
-    if array.is_null(row) { 0 } else { u64::try_from(array.value(row)).unwrap_or_default() }
+    if array.is_null(row) {
+        0
+    } else {
+        u64::try_from(array.value(row)).unwrap_or_default()
+    }
 }
 
 fn float_at(batch: &RecordBatch, index: usize, row: usize) -> f64 {
     let array = batch.column(index).as_primitive::<Float64Type>();
-    if array.is_null(row) { 0.0 } else { array.value(row) }
+    if array.is_null(row) {
+        0.0
+    } else {
+        array.value(row)
+    }
 }
 
 fn text_at(batch: &RecordBatch, index: usize, row: usize) -> Option<String> {
@@ -244,7 +277,11 @@ fn summary_at(batch: &RecordBatch, first: usize, row: usize) -> LatencySummary {
 
 impl QueryEngine {
     async fn spans_in(&self, start_ns: i64, end_ns: i64) -> Result<DataFrame, QueryError> {
-        Ok(self.session()?.table("spans").await?.filter(in_range(start_ns, end_ns))?)
+        Ok(self
+            .session()?
+            .table("spans")
+            .await?
+            .filter(in_range(start_ns, end_ns))?)
     }
 
     async fn requests(&self, filter: &RequestFilter) -> Result<DataFrame, QueryError> {
@@ -255,7 +292,10 @@ impl QueryEngine {
         if let Some(operation) = &filter.operation {
             condition = condition.and(col(s::NAME).eq(lit(operation.as_str())));
         }
-        Ok(self.spans_in(filter.start_ns, filter.end_ns).await?.filter(condition)?)
+        Ok(self
+            .spans_in(filter.start_ns, filter.end_ns)
+            .await?
+            .filter(condition)?)
     }
 
     /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
@@ -268,36 +308,79 @@ impl QueryEngine {
         let (known, spans) = self.known_services(start_ns, end_ns).await?;
         // As few windows as memory allows: each join reads its inputs again.
         let windows = spans.div_ceil(SPANS_PER_WINDOW).max(1) as i64;
-        let hours = ((end_ns - start_ns) / HOUR_NS + 1).div_euclid(windows).max(1);
+        let hours = ((end_ns - start_ns) / HOUR_NS + 1)
+            .div_euclid(windows)
+            .max(1);
         let mut edges: HashMap<(String, String, EdgeKind), EdgeSamples> = HashMap::new();
         for (window_start, window_end) in hour_windows(start_ns, end_ns, hours) {
-            for row in self.call_rows(start_ns, end_ns, window_start, window_end).await? {
-                let CallRow { caller, caller_is_client, callee, peer, latency_ns, error } = row;
+            for row in self
+                .call_rows(start_ns, end_ns, window_start, window_end)
+                .await?
+            {
+                let CallRow {
+                    caller,
+                    caller_is_client,
+                    callee,
+                    peer,
+                    latency_ns,
+                    error,
+                } = row;
                 let (to, kind) = match (callee, peer) {
                     (Some(callee), _) if callee != caller => (callee, EdgeKind::Call),
                     (Some(_), _) => continue,
                     // A client span with no server child whose peer is an
                     // instrumented service is still a call to that service (it
                     // failed fast, timed out, or the callee's spans are lost).
-                    (None, Some(peer)) if caller_is_client && known.contains(&peer) && peer != caller => (peer, EdgeKind::Call),
-                    (None, Some(peer)) if caller_is_client && !known.contains(&peer) => (peer, EdgeKind::Peer),
+                    (None, Some(peer))
+                        if caller_is_client && known.contains(&peer) && peer != caller =>
+                    {
+                        (peer, EdgeKind::Call)
+                    }
+                    (None, Some(peer)) if caller_is_client && !known.contains(&peer) => {
+                        (peer, EdgeKind::Peer)
+                    }
                     _ => continue,
                 };
-                edges.entry((caller, to, kind)).or_default().add(latency_ns, error);
+                edges
+                    .entry((caller, to, kind))
+                    .or_default()
+                    .add(latency_ns, error);
             }
-            for (from, to, latency_ns, error) in self.link_rows(start_ns, end_ns, window_start, window_end).await? {
-                edges.entry((from, to, EdgeKind::Link)).or_default().add(latency_ns, error);
+            for (from, to, latency_ns, error) in self
+                .link_rows(start_ns, end_ns, window_start, window_end)
+                .await?
+            {
+                edges
+                    .entry((from, to, EdgeKind::Link))
+                    .or_default()
+                    .add(latency_ns, error);
             }
         }
-        let mut edges: Vec<Edge> =
-            edges.into_iter().map(|((from, to, kind), samples)| Edge { from, to, kind, stats: samples.summary() }).collect();
-        edges.sort_by(|a, b| (&a.from, &a.to, a.kind.as_str()).cmp(&(&b.from, &b.to, b.kind.as_str())));
+        let mut edges: Vec<Edge> = edges
+            .into_iter()
+            .map(|((from, to, kind), samples)| Edge {
+                from,
+                to,
+                kind,
+                stats: samples.summary(),
+            })
+            .collect();
+        edges.sort_by(|a, b| {
+            (&a.from, &a.to, a.kind.as_str()).cmp(&(&b.from, &b.to, b.kind.as_str()))
+        });
         Ok(edges)
     }
 
     /// The services with spans in the range, and how many spans there are.
-    async fn known_services(&self, start_ns: i64, end_ns: i64) -> Result<(HashSet<String>, u64), QueryError> {
-        let frame = self.spans_in(start_ns, end_ns).await?.aggregate(vec![col(s::SERVICE_NAME)], vec![count(lit(1)).alias("spans")])?;
+    async fn known_services(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<(HashSet<String>, u64), QueryError> {
+        let frame = self.spans_in(start_ns, end_ns).await?.aggregate(
+            vec![col(s::SERVICE_NAME)],
+            vec![count(lit(1)).alias("spans")],
+        )?;
         let (mut services, mut spans) = (HashSet::new(), 0);
         for batch in self.collect(frame).await? {
             for row in 0..batch.num_rows() {
@@ -311,11 +394,21 @@ impl QueryEngine {
     /// Client and producer spans that start in the window, each with its server
     /// or consumer child if it has one (children are looked for a margin
     /// around the window, inside the range).
-    async fn call_rows(&self, start_ns: i64, end_ns: i64, window_start: i64, window_end: i64) -> Result<Vec<CallRow>, QueryError> {
+    async fn call_rows(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+        window_start: i64,
+        window_end: i64,
+    ) -> Result<Vec<CallRow>, QueryError> {
         let callers = self
             .spans_in(window_start, window_end)
             .await?
-            .filter(in_list(col(s::KIND), vec![lit("CLIENT"), lit("PRODUCER")], false))?
+            .filter(in_list(
+                col(s::KIND),
+                vec![lit("CLIENT"), lit("PRODUCER")],
+                false,
+            ))?
             .select(vec![
                 col(s::TRACE_ID).alias("caller_trace"),
                 col(s::SPAN_ID).alias("caller_span"),
@@ -326,9 +419,15 @@ impl QueryEngine {
                 coalesce(vec![col("peer_service"), col("server_address")]).alias("peer"),
             ])?;
         let callees = self
-            .spans_in((window_start - WINDOW_MARGIN_NS).max(start_ns), (window_end + WINDOW_MARGIN_NS).min(end_ns))
+            .spans_in(
+                (window_start - WINDOW_MARGIN_NS).max(start_ns),
+                (window_end + WINDOW_MARGIN_NS).min(end_ns),
+            )
             .await?
-            .filter(in_list(col(s::KIND), vec![lit("SERVER"), lit("CONSUMER")], false).and(col(s::PARENT_SPAN_ID).is_not_null()))?
+            .filter(
+                in_list(col(s::KIND), vec![lit("SERVER"), lit("CONSUMER")], false)
+                    .and(col(s::PARENT_SPAN_ID).is_not_null()),
+            )?
             .select(vec![
                 col(s::TRACE_ID).alias("callee_trace"),
                 col(s::PARENT_SPAN_ID).alias("callee_parent"),
@@ -337,11 +436,23 @@ impl QueryEngine {
                 col(s::STATUS_CODE).alias("callee_status"),
             ])?;
         let is_client = col("caller_kind").eq(lit("CLIENT"));
-        let latency = when(is_client.clone(), col("caller_duration")).otherwise(col("callee_duration"))?;
-        let error = is_error("caller_status").or(coalesce(vec![is_error("callee_status"), lit(false)]));
+        let latency =
+            when(is_client.clone(), col("caller_duration")).otherwise(col("callee_duration"))?;
+        let error =
+            is_error("caller_status").or(coalesce(vec![is_error("callee_status"), lit(false)]));
         let frame = callers
-            .join(callees, JoinType::Left, &["caller_trace", "caller_span"], &["callee_trace", "callee_parent"], None)?
-            .filter(col("callee_service").is_not_null().or(is_client.clone().and(col("peer").is_not_null())))?
+            .join(
+                callees,
+                JoinType::Left,
+                &["caller_trace", "caller_span"],
+                &["callee_trace", "callee_parent"],
+                None,
+            )?
+            .filter(
+                col("callee_service")
+                    .is_not_null()
+                    .or(is_client.clone().and(col("peer").is_not_null())),
+            )?
             .select(vec![
                 col("caller_service"),
                 is_client.alias("is_client"),
@@ -356,14 +467,16 @@ impl QueryEngine {
             let latency = batch.column(4).as_primitive::<Int64Type>();
             let error = batch.column(5).as_boolean();
             for row in 0..batch.num_rows() {
-                let Some(caller) = text_at(&batch, 0, row) else { continue };
+                let Some(caller) = text_at(&batch, 0, row) else {
+                    continue;
+                };
                 rows.push(CallRow {
                     caller,
-                    caller_is_client: is_client.is_valid(row) && is_client.value(row),
+                    caller_is_client: flag_at(is_client, row),
                     callee: text_at(&batch, 2, row),
                     peer: text_at(&batch, 3, row),
-                    latency_ns: if latency.is_null(row) { 0 } else { latency.value(row) },
-                    error: error.is_valid(row) && error.value(row),
+                    latency_ns: latency_at(latency, row),
+                    error: flag_at(error, row),
                 });
             }
         }
@@ -373,7 +486,13 @@ impl QueryEngine {
     /// Consumer spans starting in the window that link to a producer span in
     /// another service without being its child: (producer service, consumer
     /// service, consumer duration, consumer failed).
-    async fn link_rows(&self, start_ns: i64, end_ns: i64, window_start: i64, window_end: i64) -> Result<Vec<(String, String, i64, bool)>, QueryError> {
+    async fn link_rows(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+        window_start: i64,
+        window_end: i64,
+    ) -> Result<Vec<(String, String, i64, bool)>, QueryError> {
         let consumers = self
             .spans_in(window_start, window_end)
             .await?
@@ -395,15 +514,33 @@ impl QueryEngine {
                 get_field(col(s::LINKS), s::link::SPAN_ID).alias("link_span"),
             ])?;
         // The linked span came first: look a margin before the window.
-        let producers = self.spans_in((window_start - WINDOW_MARGIN_NS).max(start_ns), window_end.min(end_ns)).await?.select(vec![
-            col(s::TRACE_ID).alias("producer_trace"),
-            col(s::SPAN_ID).alias("producer_span"),
-            col(s::SERVICE_NAME).alias("producer_service"),
-        ])?;
-        let not_child = col("consumer_parent").is_null().or(col("consumer_parent").not_eq(col("link_span")));
+        let producers = self
+            .spans_in(
+                (window_start - WINDOW_MARGIN_NS).max(start_ns),
+                window_end.min(end_ns),
+            )
+            .await?
+            .select(vec![
+                col(s::TRACE_ID).alias("producer_trace"),
+                col(s::SPAN_ID).alias("producer_span"),
+                col(s::SERVICE_NAME).alias("producer_service"),
+            ])?;
+        let not_child = col("consumer_parent")
+            .is_null()
+            .or(col("consumer_parent").not_eq(col("link_span")));
         let frame = consumers
-            .join(producers, JoinType::Inner, &["link_trace", "link_span"], &["producer_trace", "producer_span"], None)?
-            .filter(col("producer_service").not_eq(col("consumer_service")).and(not_child))?
+            .join(
+                producers,
+                JoinType::Inner,
+                &["link_trace", "link_span"],
+                &["producer_trace", "producer_span"],
+                None,
+            )?
+            .filter(
+                col("producer_service")
+                    .not_eq(col("consumer_service"))
+                    .and(not_child),
+            )?
             .select(vec![
                 col("producer_service"),
                 col("consumer_service"),
@@ -416,8 +553,7 @@ impl QueryEngine {
             let error = batch.column(3).as_boolean();
             for row in 0..batch.num_rows() {
                 if let (Some(from), Some(to)) = (text_at(&batch, 0, row), text_at(&batch, 1, row)) {
-                    let latency_ns = if latency.is_null(row) { 0 } else { latency.value(row) };
-                    rows.push((from, to, latency_ns, error.is_valid(row) && error.value(row)));
+                    rows.push((from, to, latency_at(latency, row), flag_at(error, row)));
                 }
             }
         }
@@ -436,14 +572,21 @@ impl QueryEngine {
         let frame = self
             .requests(filter)
             .await?
-            .aggregate(groups.clone(), summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)))?
+            .aggregate(
+                groups.clone(),
+                summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
+            )?
             .sort(groups.into_iter().map(|g| g.sort(true, false)).collect())?;
         let mut rows = Vec::new();
         for batch in self.collect(frame).await? {
             for row in 0..batch.num_rows() {
                 rows.push(RedRow {
                     service: text_at(&batch, 0, row).unwrap_or_default(),
-                    operation: if by_operation { text_at(&batch, 1, row) } else { None },
+                    operation: if by_operation {
+                        text_at(&batch, 1, row)
+                    } else {
+                        None
+                    },
                     stats: summary_at(&batch, first, row),
                 });
             }
@@ -453,24 +596,42 @@ impl QueryEngine {
 
     /// RED figures per time bucket of `step_ns`, from `filter.start_ns`; every
     /// bucket of the range is present, empty ones with zero counts.
-    pub async fn red_series(&self, filter: &RequestFilter, step_ns: i64) -> Result<Vec<RedBucket>, QueryError> {
+    pub async fn red_series(
+        &self,
+        filter: &RequestFilter,
+        step_ns: i64,
+    ) -> Result<Vec<RedBucket>, QueryError> {
         if step_ns <= 0 {
             return Err(QueryError::Invalid("the step must be positive".into()));
         }
-        let bucket = (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
+        let bucket =
+            (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
         let frame = self
             .requests(filter)
             .await?
-            .select(vec![bucket.alias("bucket"), col(s::DURATION_NS), col(s::STATUS_CODE)])?
-            .aggregate(vec![col("bucket")], summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)))?;
+            .select(vec![
+                bucket.alias("bucket"),
+                col(s::DURATION_NS),
+                col(s::STATUS_CODE),
+            ])?
+            .aggregate(
+                vec![col("bucket")],
+                summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
+            )?;
         let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
         let mut series: Vec<RedBucket> = (0..buckets)
-            .map(|i| RedBucket { start_ns: filter.start_ns + i as i64 * step_ns, stats: LatencySummary::default() })
+            .map(|i| RedBucket {
+                start_ns: filter.start_ns + i as i64 * step_ns,
+                stats: LatencySummary::default(),
+            })
             .collect();
         for batch in self.collect(frame).await? {
             let index = batch.column(0).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                if let Some(slot) = usize::try_from(index.value(row)).ok().and_then(|i| series.get_mut(i)) {
+                if let Some(slot) = usize::try_from(index.value(row))
+                    .ok()
+                    .and_then(|i| series.get_mut(i))
+                {
                     slot.stats = summary_at(&batch, 1, row);
                 }
             }
@@ -480,24 +641,38 @@ impl QueryEngine {
 
     /// Request counts per service per time bucket of `step_ns` (for
     /// sparklines): one scan for every service, every bucket present.
-    pub async fn request_counts(&self, filter: &RequestFilter, step_ns: i64) -> Result<Vec<(String, Vec<u64>)>, QueryError> {
+    pub async fn request_counts(
+        &self,
+        filter: &RequestFilter,
+        step_ns: i64,
+    ) -> Result<Vec<(String, Vec<u64>)>, QueryError> {
         if step_ns <= 0 {
             return Err(QueryError::Invalid("the step must be positive".into()));
         }
-        let bucket = (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
+        let bucket =
+            (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
         let frame = self
             .requests(filter)
             .await?
             .select(vec![col(s::SERVICE_NAME), bucket.alias("bucket")])?
-            .aggregate(vec![col(s::SERVICE_NAME), col("bucket")], vec![count(lit(1)).alias("count")])?;
+            .aggregate(
+                vec![col(s::SERVICE_NAME), col("bucket")],
+                vec![count(lit(1)).alias("count")],
+            )?;
         let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
-        let mut series: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+        let mut series: std::collections::BTreeMap<String, Vec<u64>> =
+            std::collections::BTreeMap::new();
         for batch in self.collect(frame).await? {
             let index = batch.column(1).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                let Some(service) = text_at(&batch, 0, row) else { continue };
+                let Some(service) = text_at(&batch, 0, row) else {
+                    continue;
+                };
                 let counts = series.entry(service).or_insert_with(|| vec![0; buckets]);
-                if let Some(slot) = usize::try_from(index.value(row)).ok().and_then(|i| counts.get_mut(i)) {
+                if let Some(slot) = usize::try_from(index.value(row))
+                    .ok()
+                    .and_then(|i| counts.get_mut(i))
+                {
                     *slot = int_at(&batch, 2, row);
                 }
             }
@@ -514,8 +689,13 @@ impl QueryEngine {
         }
         let bucket = case.otherwise(lit(bounds.len() as i64))?;
         let requests = self.requests(filter).await?;
-        let totals = requests.clone().aggregate(vec![], summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)))?;
-        let counts = requests.select(vec![bucket.alias("bucket")])?.aggregate(vec![col("bucket")], vec![count(lit(1)).alias("count")])?;
+        let totals = requests.clone().aggregate(
+            vec![],
+            summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
+        )?;
+        let counts = requests
+            .select(vec![bucket.alias("bucket")])?
+            .aggregate(vec![col("bucket")], vec![count(lit(1)).alias("count")])?;
         let mut histogram = Histogram::default();
         for batch in self.collect(totals).await? {
             if batch.num_rows() > 0 {
@@ -526,12 +706,18 @@ impl QueryEngine {
         for batch in self.collect(counts).await? {
             for row in 0..batch.num_rows() {
                 let index = batch.column(0).as_primitive::<Int64Type>().value(row);
-                if let Some(slot) = usize::try_from(index).ok().and_then(|i| per_bucket.get_mut(i)) {
+                if let Some(slot) = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| per_bucket.get_mut(i))
+                {
                     *slot = int_at(&batch, 1, row);
                 }
             }
         }
-        let (Some(first), Some(last)) = (per_bucket.iter().position(|&c| c > 0), per_bucket.iter().rposition(|&c| c > 0)) else {
+        let (Some(first), Some(last)) = (
+            per_bucket.iter().position(|&c| c > 0),
+            per_bucket.iter().rposition(|&c| c > 0),
+        ) else {
             return Ok(histogram);
         };
         histogram.buckets = (first..=last)
@@ -562,10 +748,28 @@ mod tests {
     #[test]
     fn windows_follow_hour_boundaries_and_cover_the_range() {
         let h = HOUR_NS;
-        assert_eq!(hour_windows(h / 2, h / 2 + 10, 1), vec![(h / 2, h / 2 + 10)]);
-        assert_eq!(hour_windows(h / 2, 2 * h + 5, 1), vec![(h / 2, h - 1), (h, 2 * h - 1), (2 * h, 2 * h + 5)]);
-        assert_eq!(hour_windows(h, 2 * h, 1), vec![(h, 2 * h - 1), (2 * h, 2 * h)]);
-        assert_eq!(hour_windows(0, 24 * h, 6), vec![(0, 6 * h - 1), (6 * h, 12 * h - 1), (12 * h, 18 * h - 1), (18 * h, 24 * h - 1), (24 * h, 24 * h)]);
+        assert_eq!(
+            hour_windows(h / 2, h / 2 + 10, 1),
+            vec![(h / 2, h / 2 + 10)]
+        );
+        assert_eq!(
+            hour_windows(h / 2, 2 * h + 5, 1),
+            vec![(h / 2, h - 1), (h, 2 * h - 1), (2 * h, 2 * h + 5)]
+        );
+        assert_eq!(
+            hour_windows(h, 2 * h, 1),
+            vec![(h, 2 * h - 1), (2 * h, 2 * h)]
+        );
+        assert_eq!(
+            hour_windows(0, 24 * h, 6),
+            vec![
+                (0, 6 * h - 1),
+                (6 * h, 12 * h - 1),
+                (12 * h, 18 * h - 1),
+                (18 * h, 24 * h - 1),
+                (24 * h, 24 * h)
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{
-    Array, AsArray, ListArray, MapArray, RecordBatch, StringArray, StructArray, TimestampNanosecondArray,
+    Array, AsArray, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+    TimestampNanosecondArray,
 };
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use datafusion::common::{JoinType, ScalarValue};
@@ -111,18 +112,27 @@ pub struct TraceSearch {
 }
 
 pub(crate) fn timestamp(ns: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ns), Some(TIME_ZONE.into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some(TIME_ZONE.into()),
+    ))
 }
 
 pub(crate) fn in_range(start_ns: i64, end_ns: i64) -> Expr {
-    col(s::START_TIME).gt_eq(timestamp(start_ns)).and(col(s::START_TIME).lt_eq(timestamp(end_ns)))
+    col(s::START_TIME)
+        .gt_eq(timestamp(start_ns))
+        .and(col(s::START_TIME).lt_eq(timestamp(end_ns)))
 }
 
 fn tag_filter(key: &str, value: &str) -> Expr {
     match key {
         "error" => {
             let is_error = col(s::STATUS_CODE).eq(lit("ERROR"));
-            if value == "true" { is_error } else { col(s::STATUS_CODE).not_eq(lit("ERROR")) }
+            if value == "true" {
+                is_error
+            } else {
+                col(s::STATUS_CODE).not_eq(lit("ERROR"))
+            }
         }
         "span.kind" => col(s::KIND).eq(lit(value.to_ascii_uppercase())),
         "otel.status_code" => col(s::STATUS_CODE).eq(lit(value.to_ascii_uppercase())),
@@ -140,13 +150,30 @@ impl QueryEngine {
 
     /// Every service name in the store, sorted.
     pub async fn services(&self) -> Result<Vec<String>, QueryError> {
-        let frame = self.spans_table().await?.aggregate(vec![col(s::SERVICE_NAME)], vec![])?.sort(vec![col(s::SERVICE_NAME).sort(true, false)])?;
+        let frame = self
+            .spans_table()
+            .await?
+            .aggregate(vec![col(s::SERVICE_NAME)], vec![])?
+            .sort(vec![col(s::SERVICE_NAME).sort(true, false)])?;
         let batches = self.collect(frame).await?;
-        Ok(batches.iter().flat_map(|b| string_column(b, 0).iter().flatten().map(str::to_owned).collect::<Vec<_>>()).collect())
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                string_column(b, 0)
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect())
     }
 
     /// The span names and kinds of `service`, sorted by name.
-    pub async fn operations(&self, service: &str, span_kind: Option<&str>) -> Result<Vec<Operation>, QueryError> {
+    pub async fn operations(
+        &self,
+        service: &str,
+        span_kind: Option<&str>,
+    ) -> Result<Vec<Operation>, QueryError> {
         let mut filter = col(s::SERVICE_NAME).eq(lit(service));
         if let Some(kind) = span_kind.filter(|k| !k.is_empty()) {
             filter = filter.and(col(s::KIND).eq(lit(kind.to_ascii_uppercase())));
@@ -156,12 +183,18 @@ impl QueryEngine {
             .await?
             .filter(filter)?
             .aggregate(vec![col(s::NAME), col(s::KIND)], vec![])?
-            .sort(vec![col(s::NAME).sort(true, false), col(s::KIND).sort(true, false)])?;
+            .sort(vec![
+                col(s::NAME).sort(true, false),
+                col(s::KIND).sort(true, false),
+            ])?;
         let mut operations = Vec::new();
         for batch in self.collect(frame).await? {
             let (names, kinds) = (string_column(&batch, 0), string_column(&batch, 1));
             for i in 0..batch.num_rows() {
-                operations.push(Operation { name: names.value(i).to_owned(), span_kind: kinds.value(i).to_owned() });
+                operations.push(Operation {
+                    name: names.value(i).to_owned(),
+                    span_kind: kinds.value(i).to_owned(),
+                });
             }
         }
         Ok(operations)
@@ -184,18 +217,30 @@ impl QueryEngine {
             .spans_table()
             .await?
             .filter(in_list(col(s::TRACE_ID), ids, false))?
-            .sort(vec![col(s::START_TIME).sort(true, false), col(s::SPAN_ID).sort(true, false)])?;
+            .sort(vec![
+                col(s::START_TIME).sort(true, false),
+                col(s::SPAN_ID).sort(true, false),
+            ])?;
         let mut by_trace: HashMap<String, Vec<SpanData>> = HashMap::new();
         for batch in self.collect(frame).await? {
             for span in read_spans(&batch)? {
-                by_trace.entry(span.trace_id.clone()).or_default().push(span);
+                by_trace
+                    .entry(span.trace_id.clone())
+                    .or_default()
+                    .push(span);
             }
         }
-        Ok(trace_ids.iter().filter_map(|id| by_trace.remove(id)).collect())
+        Ok(trace_ids
+            .iter()
+            .filter_map(|id| by_trace.remove(id))
+            .collect())
     }
 
     /// Traces with a span that matches `search`, newest first.
-    pub async fn search_traces(&self, search: &TraceSearch) -> Result<Vec<Vec<SpanData>>, QueryError> {
+    pub async fn search_traces(
+        &self,
+        search: &TraceSearch,
+    ) -> Result<Vec<Vec<SpanData>>, QueryError> {
         let mut filter = in_range(search.start_ns, search.end_ns);
         if !search.service.is_empty() {
             filter = filter.and(col(s::SERVICE_NAME).eq(lit(search.service.as_str())));
@@ -216,8 +261,14 @@ impl QueryEngine {
             .spans_table()
             .await?
             .filter(filter)?
-            .aggregate(vec![col(s::TRACE_ID)], vec![max(col(s::START_TIME)).alias("latest")])?
-            .sort(vec![col("latest").sort(false, false), col(s::TRACE_ID).sort(true, false)])?
+            .aggregate(
+                vec![col(s::TRACE_ID)],
+                vec![max(col(s::START_TIME)).alias("latest")],
+            )?
+            .sort(vec![
+                col("latest").sort(false, false),
+                col(s::TRACE_ID).sort(true, false),
+            ])?
             .limit(0, Some(search.limit))?;
         let mut ids = Vec::new();
         for batch in self.collect(frame).await? {
@@ -228,19 +279,42 @@ impl QueryEngine {
 
     /// Calls between services in a time range: a span whose parent span is in
     /// another service is one call from the parent's service to the child's.
-    pub async fn dependencies(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Dependency>, QueryError> {
-        let spans = self.spans_table().await?.filter(in_range(start_ns, end_ns))?;
-        let children = spans.clone().select(vec![col(s::TRACE_ID), col(s::PARENT_SPAN_ID), col(s::SERVICE_NAME)])?;
+    pub async fn dependencies(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<Dependency>, QueryError> {
+        let spans = self
+            .spans_table()
+            .await?
+            .filter(in_range(start_ns, end_ns))?;
+        let children = spans.clone().select(vec![
+            col(s::TRACE_ID),
+            col(s::PARENT_SPAN_ID),
+            col(s::SERVICE_NAME),
+        ])?;
         let parents = spans.select(vec![
             col(s::TRACE_ID).alias("parent_trace_id"),
             col(s::SPAN_ID).alias("parent_span"),
             col(s::SERVICE_NAME).alias("parent_service"),
         ])?;
         let frame = children
-            .join(parents, JoinType::Inner, &[s::TRACE_ID, s::PARENT_SPAN_ID], &["parent_trace_id", "parent_span"], None)?
+            .join(
+                parents,
+                JoinType::Inner,
+                &[s::TRACE_ID, s::PARENT_SPAN_ID],
+                &["parent_trace_id", "parent_span"],
+                None,
+            )?
             .filter(col("parent_service").not_eq(col(s::SERVICE_NAME)))?
-            .aggregate(vec![col("parent_service"), col(s::SERVICE_NAME)], vec![count(lit(1)).alias("calls")])?
-            .sort(vec![col("parent_service").sort(true, false), col(s::SERVICE_NAME).sort(true, false)])?;
+            .aggregate(
+                vec![col("parent_service"), col(s::SERVICE_NAME)],
+                vec![count(lit(1)).alias("calls")],
+            )?
+            .sort(vec![
+                col("parent_service").sort(true, false),
+                col(s::SERVICE_NAME).sort(true, false),
+            ])?;
         let mut dependencies = Vec::new();
         for batch in self.collect(frame).await? {
             let (parents, children) = (string_column(&batch, 0), string_column(&batch, 1));
@@ -273,18 +347,30 @@ fn optional(array: &StringArray, row: usize) -> Option<String> {
 }
 
 fn typed(text: Option<&str>, kind: Option<&str>) -> AttributeValue {
-    let Some(text) = text else { return AttributeValue::Empty };
+    let Some(text) = text else {
+        return AttributeValue::Empty;
+    };
     match kind.and_then(AttributeType::from_name) {
-        None | Some(AttributeType::String) | Some(AttributeType::StringIndex) => AttributeValue::String(text.to_owned()),
+        None | Some(AttributeType::String) | Some(AttributeType::StringIndex) => {
+            AttributeValue::String(text.to_owned())
+        }
         Some(AttributeType::Bool) => AttributeValue::Bool(text == "true"),
-        Some(AttributeType::Int) => text.parse().map(AttributeValue::Int).unwrap_or_else(|_| AttributeValue::String(text.to_owned())),
+        Some(AttributeType::Int) => text
+            .parse()
+            .map(AttributeValue::Int)
+            .unwrap_or_else(|_| AttributeValue::String(text.to_owned())),
         Some(AttributeType::Double) => match text {
             "Infinity" => AttributeValue::Double(f64::INFINITY),
             "-Infinity" => AttributeValue::Double(f64::NEG_INFINITY),
-            _ => text.parse().map(AttributeValue::Double).unwrap_or(AttributeValue::Double(f64::NAN)),
+            _ => text
+                .parse()
+                .map(AttributeValue::Double)
+                .unwrap_or(AttributeValue::Double(f64::NAN)),
         },
         Some(AttributeType::Bytes) => AttributeValue::Bytes(text.to_owned()),
-        Some(AttributeType::Array) | Some(AttributeType::KvList) => AttributeValue::Json(text.to_owned()),
+        Some(AttributeType::Array) | Some(AttributeType::KvList) => {
+            AttributeValue::Json(text.to_owned())
+        }
         Some(AttributeType::Empty) => AttributeValue::Empty,
     }
 }
@@ -297,12 +383,17 @@ fn read_attributes(values: &MapArray, types: &MapArray, row: usize) -> Vec<Attri
     let type_entries = types.value(row);
     let type_keys = type_entries.column(0).as_string::<i32>();
     let type_names = type_entries.column(1).as_string::<i32>();
-    let kinds: HashMap<&str, &str> = (0..type_entries.len()).map(|i| (type_keys.value(i), type_names.value(i))).collect();
+    let kinds: HashMap<&str, &str> = (0..type_entries.len())
+        .map(|i| (type_keys.value(i), type_names.value(i)))
+        .collect();
     (0..entries.len())
         .map(|i| {
             let key = keys.value(i);
             let text = (!texts.is_null(i)).then(|| texts.value(i));
-            Attribute { key: key.to_owned(), value: typed(text, kinds.get(key).copied()) }
+            Attribute {
+                key: key.to_owned(),
+                value: typed(text, kinds.get(key).copied()),
+            }
         })
         .collect()
 }
@@ -317,14 +408,25 @@ fn struct_map<'a>(items: &'a StructArray, name: &str) -> Result<&'a MapArray, Qu
 fn read_events(list: &ListArray, row: usize) -> Result<Vec<SpanEvent>, QueryError> {
     let items = list.value(row);
     let items = items.as_struct();
-    let times = items.column_by_name(s::event::TIME).map(|c| c.as_primitive::<TimestampNanosecondType>());
-    let names = items.column_by_name(s::event::NAME).map(|c| c.as_string::<i32>());
+    let times = items
+        .column_by_name(s::event::TIME)
+        .map(|c| c.as_primitive::<TimestampNanosecondType>());
+    let names = items
+        .column_by_name(s::event::NAME)
+        .map(|c| c.as_string::<i32>());
     let (Some(times), Some(names)) = (times, names) else {
         return Err(QueryError::Invalid("events lack time or name".into()));
     };
-    let (values, types) = (struct_map(items, s::ATTRIBUTES)?, struct_map(items, s::ATTRIBUTE_TYPES)?);
+    let (values, types) = (
+        struct_map(items, s::ATTRIBUTES)?,
+        struct_map(items, s::ATTRIBUTE_TYPES)?,
+    );
     Ok((0..items.len())
-        .map(|i| SpanEvent { time_ns: times.value(i), name: names.value(i).to_owned(), attributes: read_attributes(values, types, i) })
+        .map(|i| SpanEvent {
+            time_ns: times.value(i),
+            name: names.value(i).to_owned(),
+            attributes: read_attributes(values, types, i),
+        })
         .collect())
 }
 
@@ -332,10 +434,17 @@ fn read_links(list: &ListArray, row: usize) -> Result<Vec<SpanLink>, QueryError>
     let items = list.value(row);
     let items = items.as_struct();
     let text = |name: &str| items.column_by_name(name).map(|c| c.as_string::<i32>());
-    let (Some(trace_ids), Some(span_ids), Some(states)) = (text(s::link::TRACE_ID), text(s::link::SPAN_ID), text(s::link::TRACE_STATE)) else {
+    let (Some(trace_ids), Some(span_ids), Some(states)) = (
+        text(s::link::TRACE_ID),
+        text(s::link::SPAN_ID),
+        text(s::link::TRACE_STATE),
+    ) else {
         return Err(QueryError::Invalid("links lack their ids".into()));
     };
-    let (values, types) = (struct_map(items, s::ATTRIBUTES)?, struct_map(items, s::ATTRIBUTE_TYPES)?);
+    let (values, types) = (
+        struct_map(items, s::ATTRIBUTES)?,
+        struct_map(items, s::ATTRIBUTE_TYPES)?,
+    );
     Ok((0..items.len())
         .map(|i| SpanLink {
             trace_id: trace_ids.value(i).to_owned(),
@@ -350,15 +459,29 @@ fn read_links(list: &ListArray, row: usize) -> Result<Vec<SpanLink>, QueryError>
 pub fn read_spans(batch: &RecordBatch) -> Result<Vec<SpanData>, QueryError> {
     let text = |name| column(batch, name).map(|c| c.as_string::<i32>());
     let map = |name| column(batch, name).map(|c| c.as_map());
-    let (trace_ids, span_ids, parents, states, names, kinds) =
-        (text(s::TRACE_ID)?, text(s::SPAN_ID)?, text(s::PARENT_SPAN_ID)?, text(s::TRACE_STATE)?, text(s::NAME)?, text(s::KIND)?);
-    let (status_codes, status_messages, services) = (text(s::STATUS_CODE)?, text(s::STATUS_MESSAGE)?, text(s::SERVICE_NAME)?);
+    let (trace_ids, span_ids, parents, states, names, kinds) = (
+        text(s::TRACE_ID)?,
+        text(s::SPAN_ID)?,
+        text(s::PARENT_SPAN_ID)?,
+        text(s::TRACE_STATE)?,
+        text(s::NAME)?,
+        text(s::KIND)?,
+    );
+    let (status_codes, status_messages, services) = (
+        text(s::STATUS_CODE)?,
+        text(s::STATUS_MESSAGE)?,
+        text(s::SERVICE_NAME)?,
+    );
     let (scope_names, scope_versions) = (text(s::SCOPE_NAME)?, text(s::SCOPE_VERSION)?);
     let flags = column(batch, s::FLAGS)?.as_primitive::<UInt32Type>();
-    let starts: &TimestampNanosecondArray = column(batch, s::START_TIME)?.as_primitive::<TimestampNanosecondType>();
+    let starts: &TimestampNanosecondArray =
+        column(batch, s::START_TIME)?.as_primitive::<TimestampNanosecondType>();
     let durations = column(batch, s::DURATION_NS)?.as_primitive::<Int64Type>();
     let (attributes, attribute_types) = (map(s::ATTRIBUTES)?, map(s::ATTRIBUTE_TYPES)?);
-    let (resource_attributes, resource_types) = (map(s::RESOURCE_ATTRIBUTES)?, map(s::RESOURCE_ATTRIBUTE_TYPES)?);
+    let (resource_attributes, resource_types) = (
+        map(s::RESOURCE_ATTRIBUTES)?,
+        map(s::RESOURCE_ATTRIBUTE_TYPES)?,
+    );
     let events = column(batch, s::EVENTS)?.as_list::<i32>();
     let links = column(batch, s::LINKS)?.as_list::<i32>();
     (0..batch.num_rows())

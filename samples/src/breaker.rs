@@ -75,13 +75,18 @@ impl CircuitBreaker {
     }
 
     fn admit_at(&self, now: Instant) -> Admission {
-        let Ok(mut inner) = self.inner.lock() else { return Admission::Allowed };
+        let Ok(mut inner) = self.inner.lock() else {
+            return Admission::Allowed;
+        };
         match inner.state {
             BreakerState::Closed => Admission::Allowed,
             BreakerState::Open if now.duration_since(inner.opened_at) >= self.cool_down => {
                 inner.state = BreakerState::HalfOpen;
                 inner.trial_in_flight = true;
-                Admission::Trial(Transition { from: BreakerState::Open, to: BreakerState::HalfOpen })
+                Admission::Trial(Transition {
+                    from: BreakerState::Open,
+                    to: BreakerState::HalfOpen,
+                })
             }
             BreakerState::Open => Admission::Rejected,
             // One trial at a time; the others fail fast until it reports.
@@ -99,7 +104,9 @@ impl CircuitBreaker {
     }
 
     fn record_at(&self, success: bool, now: Instant) -> Option<Transition> {
-        let Ok(mut inner) = self.inner.lock() else { return None };
+        let Ok(mut inner) = self.inner.lock() else {
+            return None;
+        };
         let from = inner.state;
         inner.trial_in_flight = false;
         if success {
@@ -107,12 +114,17 @@ impl CircuitBreaker {
             inner.state = BreakerState::Closed;
         } else {
             inner.consecutive_failures += 1;
-            if from == BreakerState::HalfOpen || inner.consecutive_failures >= self.failure_threshold {
+            if from == BreakerState::HalfOpen
+                || inner.consecutive_failures >= self.failure_threshold
+            {
                 inner.state = BreakerState::Open;
                 inner.opened_at = now;
             }
         }
-        (from != inner.state).then_some(Transition { from, to: inner.state })
+        (from != inner.state).then_some(Transition {
+            from,
+            to: inner.state,
+        })
     }
 }
 
@@ -128,18 +140,37 @@ mod tests {
         assert_eq!(breaker.record_at(false, start), None);
         assert_eq!(breaker.record_at(false, start), None);
         let opened = breaker.record_at(false, start);
-        assert_eq!(opened, Some(Transition { from: BreakerState::Closed, to: BreakerState::Open }));
-        assert_eq!(breaker.admit_at(start + Duration::from_secs(1)), Admission::Rejected);
+        assert_eq!(
+            opened,
+            Some(Transition {
+                from: BreakerState::Closed,
+                to: BreakerState::Open
+            })
+        );
+        assert_eq!(
+            breaker.admit_at(start + Duration::from_secs(1)),
+            Admission::Rejected
+        );
 
         let later = start + Duration::from_secs(2);
         assert_eq!(
             breaker.admit_at(later),
-            Admission::Trial(Transition { from: BreakerState::Open, to: BreakerState::HalfOpen })
+            Admission::Trial(Transition {
+                from: BreakerState::Open,
+                to: BreakerState::HalfOpen
+            })
         );
-        assert_eq!(breaker.admit_at(later), Admission::Rejected, "only one trial at a time");
+        assert_eq!(
+            breaker.admit_at(later),
+            Admission::Rejected,
+            "only one trial at a time"
+        );
         assert_eq!(
             breaker.record_at(true, later),
-            Some(Transition { from: BreakerState::HalfOpen, to: BreakerState::Closed })
+            Some(Transition {
+                from: BreakerState::HalfOpen,
+                to: BreakerState::Closed
+            })
         );
         assert_eq!(breaker.admit_at(later), Admission::Allowed);
     }
@@ -150,13 +181,20 @@ mod tests {
         let start = Instant::now();
         breaker.record_at(false, start);
         breaker.record_at(true, start);
-        assert_eq!(breaker.record_at(false, start), None, "the success reset the count");
+        assert_eq!(
+            breaker.record_at(false, start),
+            None,
+            "the success reset the count"
+        );
         assert!(breaker.record_at(false, start).is_some());
         let later = start + Duration::from_millis(10);
         assert!(matches!(breaker.admit_at(later), Admission::Trial(_)));
         assert_eq!(
             breaker.record_at(false, later),
-            Some(Transition { from: BreakerState::HalfOpen, to: BreakerState::Open })
+            Some(Transition {
+                from: BreakerState::HalfOpen,
+                to: BreakerState::Open
+            })
         );
         assert_eq!(breaker.admit_at(later), Admission::Rejected);
     }

@@ -74,7 +74,13 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(peer: &'static str, method: Method, base_url: &str, route: &'static str, path: String) -> Self {
+    pub fn new(
+        peer: &'static str,
+        method: Method,
+        base_url: &str,
+        route: &'static str,
+        path: String,
+    ) -> Self {
         Self {
             peer,
             method,
@@ -116,14 +122,21 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(400) }
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(400),
+        }
     }
 }
 
 impl RetryPolicy {
     /// Exponential backoff with "equal jitter": half fixed, half random.
     fn delay(&self, retry: u32, random: f64) -> Duration {
-        let exponential = self.base_delay.saturating_mul(1 << retry.min(16)).min(self.max_delay);
+        let exponential = self
+            .base_delay
+            .saturating_mul(1 << retry.min(16))
+            .min(self.max_delay);
         exponential / 2 + exponential.mul_f64(random / 2.0)
     }
 }
@@ -149,12 +162,20 @@ impl HttpClient {
 
     /// Sends the call, retrying transient failures when that is safe; the
     /// breaker, when given, guards every attempt.
-    pub async fn send(&self, call: &Call, breaker: Option<&Arc<CircuitBreaker>>) -> Result<Json, CallError> {
+    pub async fn send(
+        &self,
+        call: &Call,
+        breaker: Option<&Arc<CircuitBreaker>>,
+    ) -> Result<Json, CallError> {
         let mut resend_count = 0;
         loop {
             let outcome = self.attempt(call, resend_count, breaker).await;
             match outcome {
-                Err(error) if error.is_transient() && call.retry_allowed() && resend_count + 1 < self.retry.max_attempts => {
+                Err(error)
+                    if error.is_transient()
+                        && call.retry_allowed()
+                        && resend_count + 1 < self.retry.max_attempts =>
+                {
                     let random = self.rng.lock().map(|mut rng| rng.f64()).unwrap_or(0.5);
                     tokio::time::sleep(self.retry.delay(resend_count, random)).await;
                     resend_count += 1;
@@ -164,7 +185,12 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, call: &Call, resend_count: u32, breaker: Option<&Arc<CircuitBreaker>>) -> Result<Json, CallError> {
+    async fn attempt(
+        &self,
+        call: &Call,
+        resend_count: u32,
+        breaker: Option<&Arc<CircuitBreaker>>,
+    ) -> Result<Json, CallError> {
         let url = format!("{}{}", call.base_url, call.path);
         let (address, port) = host_and_port(&call.base_url);
         let mut attributes = vec![
@@ -178,7 +204,10 @@ impl HttpClient {
             KeyValue::new("network.protocol.name", "http"),
         ];
         if resend_count > 0 {
-            attributes.push(KeyValue::new("http.request.resend_count", i64::from(resend_count)));
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resend_count),
+            ));
         }
         if let Some(key) = &call.idempotency_key {
             attributes.push(KeyValue::new(
@@ -202,11 +231,16 @@ impl HttpClient {
             record_transition(&context, breaker, transition);
         }
         let outcome = match admission {
-            Admission::Rejected => Err(CallError::CircuitOpen(breaker.map(|b| b.name.clone()).unwrap_or_default())),
+            Admission::Rejected => Err(CallError::CircuitOpen(
+                breaker.map(|b| b.name.clone()).unwrap_or_default(),
+            )),
             Admission::Allowed | Admission::Trial(_) => {
                 let outcome = self.exchange(call, &url, &context).await;
                 if let Some(breaker) = breaker {
-                    let callee_failed = outcome.as_ref().err().is_some_and(CallError::is_callee_failure);
+                    let callee_failed = outcome
+                        .as_ref()
+                        .err()
+                        .is_some_and(CallError::is_callee_failure);
                     if let Some(transition) = breaker.record(!callee_failed) {
                         record_transition(&context, breaker, transition);
                     }
@@ -231,14 +265,24 @@ impl HttpClient {
                 headers.insert("idempotency-key", value);
             }
         }
-        let mut request = self.http.request(call.method.clone(), url).headers(headers).timeout(self.timeout);
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .headers(headers)
+            .timeout(self.timeout);
         if let Some(body) = &call.body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|error| self.classify(error))?;
         let status = response.status().as_u16();
-        context.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-        let text = response.text().await.map_err(|error| self.classify(error))?;
+        context.span().set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        let text = response
+            .text()
+            .await
+            .map_err(|error| self.classify(error))?;
         if status >= 400 {
             let message = serde_json::from_str::<Json>(&text)
                 .ok()
@@ -250,7 +294,11 @@ impl HttpClient {
     }
 
     fn classify(&self, error: reqwest::Error) -> CallError {
-        if error.is_timeout() { CallError::Timeout(self.timeout) } else { CallError::Connect(error.to_string()) }
+        if error.is_timeout() {
+            CallError::Timeout(self.timeout)
+        } else {
+            CallError::Connect(error.to_string())
+        }
     }
 }
 
@@ -267,7 +315,13 @@ fn record_transition(context: &Context, breaker: &CircuitBreaker, transition: Tr
 }
 
 fn host_and_port(base_url: &str) -> (String, i64) {
-    let authority = base_url.split("://").nth(1).unwrap_or(base_url).split('/').next().unwrap_or_default();
+    let authority = base_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(base_url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
     match authority.rsplit_once(':') {
         Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(80)),
         None => (authority.to_owned(), 80),
@@ -289,18 +343,42 @@ mod tests {
 
     #[test]
     fn non_idempotent_calls_are_retried_only_with_a_key() {
-        let post = Call::new("accounts", Method::POST, "http://127.0.0.1:1", "/charges", "/charges".into());
+        let post = Call::new(
+            "accounts",
+            Method::POST,
+            "http://127.0.0.1:1",
+            "/charges",
+            "/charges".into(),
+        );
         assert!(!post.retry_allowed());
         assert!(post.idempotency_key("k-1").retry_allowed());
-        let get = Call::new("accounts", Method::GET, "http://127.0.0.1:1", "/a", "/a".into());
+        let get = Call::new(
+            "accounts",
+            Method::GET,
+            "http://127.0.0.1:1",
+            "/a",
+            "/a".into(),
+        );
         assert!(get.retry_allowed());
     }
 
     #[test]
     fn only_transient_failures_are_retried() {
-        assert!(CallError::Status { status: 503, message: String::new() }.is_transient());
+        assert!(
+            CallError::Status {
+                status: 503,
+                message: String::new()
+            }
+            .is_transient()
+        );
         assert!(CallError::Timeout(Duration::from_millis(1)).is_transient());
-        assert!(!CallError::Status { status: 409, message: String::new() }.is_transient());
+        assert!(
+            !CallError::Status {
+                status: 409,
+                message: String::new()
+            }
+            .is_transient()
+        );
         assert!(!CallError::CircuitOpen("x".into()).is_transient());
     }
 }

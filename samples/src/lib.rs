@@ -101,12 +101,22 @@ pub struct Demo {
 impl Demo {
     /// Starts the six services and the traffic loop. Must run inside a Tokio runtime.
     pub async fn start(config: Config) -> Result<Self, SampleError> {
-        let telemetry = Arc::new(telemetry::Telemetry::new(config.otlp_endpoint.clone(), config.export_interval));
+        let telemetry = Arc::new(telemetry::Telemetry::new(
+            config.otlp_endpoint.clone(),
+            config.export_interval,
+        ));
         let system = services::start(&config, &telemetry).await?;
         let mut tasks = system.tasks;
-        tasks.push(tokio::spawn(traffic::drive(config, system.addresses.clone())));
+        tasks.push(tokio::spawn(traffic::drive(
+            config,
+            system.addresses.clone(),
+        )));
         tracing::info!(scheduler = %system.addresses.scheduler, "drone-delivery sample running");
-        Ok(Self { addresses: system.addresses, telemetry, tasks })
+        Ok(Self {
+            addresses: system.addresses,
+            telemetry,
+            tasks,
+        })
     }
 
     pub async fn shutdown(self) {

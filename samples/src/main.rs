@@ -9,10 +9,17 @@ use samples::{Config, Demo};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "drone-delivery", about = "The Drone Delivery sample: six instrumented services and their customers")]
+#[command(
+    name = "drone-delivery",
+    about = "The Drone Delivery sample: six instrumented services and their customers"
+)]
 struct Args {
     /// OTLP/gRPC endpoint the services export their spans to.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", default_value = "http://127.0.0.1:4317")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default_value = "http://127.0.0.1:4317"
+    )]
     otlp_endpoint: String,
     /// Requests per second to the scheduler's public API.
     #[arg(long, default_value_t = 5.0)]
@@ -53,11 +60,16 @@ struct Args {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("drone-delivery: could not start the async runtime: {error}");

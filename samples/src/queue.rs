@@ -63,7 +63,11 @@ impl Queue {
     /// that is a child of `parent`.
     pub fn publish(&self, tracer: &ServiceTracer, parent: &Context, topic: &str, body: Json) {
         let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let event_type = body.get("type").and_then(Json::as_str).unwrap_or("unknown").to_owned();
+        let event_type = body
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
         let span = tracer
             .tracer
             .span_builder(format!("send {topic}"))
@@ -73,7 +77,13 @@ impl Queue {
         let context = parent.with_span(span);
         let mut headers = HashMap::new();
         TraceContextPropagator::new().inject_context(&context, &mut headers);
-        let message = Message { id, topic: topic.to_owned(), headers, body, enqueued: Instant::now() };
+        let message = Message {
+            id,
+            topic: topic.to_owned(),
+            headers,
+            body,
+            enqueued: Instant::now(),
+        };
         if let Ok(groups) = self.groups.lock() {
             for sender in groups.get(topic).into_iter().flatten() {
                 // A closed receiver means the sample is shutting down.
@@ -87,9 +97,23 @@ impl Queue {
 /// Starts the CONSUMER span for one message; the caller ends it.
 pub fn consumer_span(tracer: &ServiceTracer, message: &Message, relation: Relation) -> Context {
     let producer = TraceContextPropagator::new().extract(&message.headers);
-    let event_type = message.body.get("type").and_then(Json::as_str).unwrap_or("unknown").to_owned();
-    let mut attributes = messaging_attributes(&message.topic, "process", &message.id, &event_type, &message.body);
-    attributes.push(KeyValue::new("messaging.consumer.group.name", tracer.identity.service));
+    let event_type = message
+        .body
+        .get("type")
+        .and_then(Json::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    let mut attributes = messaging_attributes(
+        &message.topic,
+        "process",
+        &message.id,
+        &event_type,
+        &message.body,
+    );
+    attributes.push(KeyValue::new(
+        "messaging.consumer.group.name",
+        tracer.identity.service,
+    ));
     let queued_ms = message.enqueued.elapsed().as_secs_f64() * 1000.0;
     attributes.push(KeyValue::new("messaging.queue.time_ms", queued_ms));
     let builder = tracer
@@ -105,23 +129,42 @@ pub fn consumer_span(tracer: &ServiceTracer, message: &Message, relation: Relati
         Relation::LinkTo => {
             let producer_span = producer.span().span_context().clone();
             let links = if producer_span.is_valid() {
-                vec![Link::new(producer_span, vec![KeyValue::new("messaging.operation.type", "send")], 0)]
+                vec![Link::new(
+                    producer_span,
+                    vec![KeyValue::new("messaging.operation.type", "send")],
+                    0,
+                )]
             } else {
                 Vec::new()
             };
             let root = Context::new();
-            let span = builder.with_links(links).start_with_context(&tracer.tracer, &root);
+            let span = builder
+                .with_links(links)
+                .start_with_context(&tracer.tracer, &root);
             root.with_span(span)
         }
     }
 }
 
-fn messaging_attributes(topic: &str, operation: &'static str, id: &str, event_type: &str, body: &Json) -> Vec<KeyValue> {
+fn messaging_attributes(
+    topic: &str,
+    operation: &'static str,
+    id: &str,
+    event_type: &str,
+    body: &Json,
+) -> Vec<KeyValue> {
     vec![
         KeyValue::new("messaging.system", MESSAGING_SYSTEM),
         KeyValue::new("messaging.destination.name", topic.to_owned()),
         KeyValue::new("messaging.operation.type", operation),
-        KeyValue::new("messaging.operation.name", if operation == "send" { "publish" } else { "process" }),
+        KeyValue::new(
+            "messaging.operation.name",
+            if operation == "send" {
+                "publish"
+            } else {
+                "process"
+            },
+        ),
         KeyValue::new("messaging.message.id", id.to_owned()),
         KeyValue::new("messaging.message.body.size", body.to_string().len() as i64),
         KeyValue::new("app.event.type", event_type.to_owned()),

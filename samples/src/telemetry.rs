@@ -9,15 +9,19 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    FutureExt, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 
 use crate::SampleError;
 
@@ -40,11 +44,18 @@ pub struct Telemetry {
 
 /// Bucket bounds of `http.server.request.duration`, in seconds (the semantic
 /// conventions' advice).
-const DURATION_BOUNDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+const DURATION_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 impl Telemetry {
     pub fn new(endpoint: String, export_interval: Duration) -> Self {
-        Self { endpoint, export_interval, providers: Mutex::new(Vec::new()), meter_providers: Mutex::new(Vec::new()) }
+        Self {
+            endpoint,
+            export_interval,
+            providers: Mutex::new(Vec::new()),
+            meter_providers: Mutex::new(Vec::new()),
+        }
     }
 
     fn request_duration(&self, resource: Resource) -> Result<Histogram<f64>, SampleError> {
@@ -55,8 +66,13 @@ impl Telemetry {
             .build()
             .map_err(|error| SampleError::Exporter(error.to_string()))?;
         // Metrics change slowly; a few seconds between exports is plenty.
-        let reader = PeriodicReader::builder(exporter).with_interval(self.export_interval.max(Duration::from_secs(2))).build();
-        let provider = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
+        let reader = PeriodicReader::builder(exporter)
+            .with_interval(self.export_interval.max(Duration::from_secs(2)))
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader)
+            .with_resource(resource)
+            .build();
         let histogram = provider
             .meter("drone-delivery")
             .f64_histogram("http.server.request.duration")
@@ -94,14 +110,22 @@ impl Telemetry {
             .build();
         let request_duration = self.request_duration(resource.clone())?;
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batches).build())
+            .with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batches)
+                    .build(),
+            )
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("drone-delivery");
         if let Ok(mut providers) = self.providers.lock() {
             providers.push(provider);
         }
-        Ok(ServiceTracer { tracer, identity: identity.clone(), request_duration })
+        Ok(ServiceTracer {
+            tracer,
+            identity: identity.clone(),
+            request_duration,
+        })
     }
 
     /// Exports what is still buffered and stops the exporters. Blocks.
@@ -150,7 +174,10 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (axum::http::HeaderName::try_from(key), axum::http::HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(key),
+            axum::http::HeaderValue::try_from(value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -171,7 +198,11 @@ impl Extractor for HeaderExtractor<'_> {
 /// Middleware: every request gets a SERVER span (HTTP semantic conventions),
 /// a child of the caller's span when the request carries `traceparent`. The
 /// handler runs inside it, so `Context::current()` there is the server span.
-pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Request, next: Next) -> Response {
+pub async fn server_span(
+    State(tracer): State<Arc<ServiceTracer>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let parent = extract(request.headers());
     let method = request.method().as_str().to_owned();
@@ -180,7 +211,12 @@ pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Requ
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| request.uri().path().to_owned());
-    let host = request.headers().get("host").and_then(|value| value.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
     let (address, port) = split_host(&host);
     let span = tracer
         .tracer
@@ -201,7 +237,10 @@ pub async fn server_span(State(tracer): State<Arc<ServiceTracer>>, request: Requ
     let response = next.run(request).with_context(context.clone()).await;
     let span = context.span();
     let status = response.status().as_u16();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
     // For a server, only 5xx is the server's failure (4xx is the caller's).
     if status >= 500 {
         span.set_attribute(KeyValue::new("error.type", status.to_string()));

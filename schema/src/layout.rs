@@ -30,7 +30,9 @@ pub fn hour_of_path(path: &str) -> Option<DateTime<Utc>> {
     let day = parts.next()?;
     let hour = parts.next()?;
     let text = format!("{day}T{hour}:00:00Z");
-    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(&text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The name of a file written when WAL segment `segment` was flushed.
@@ -45,7 +47,10 @@ pub fn flush_segment_of(file_name: &str) -> Option<u64> {
 }
 
 pub fn compacted_file_name(now: DateTime<Utc>, unique: u32) -> String {
-    format!("{COMPACTED_PREFIX}{}-{unique:08x}{PARQUET_SUFFIX}", now.format("%Y%m%dT%H%M%S%.3fZ"))
+    format!(
+        "{COMPACTED_PREFIX}{}-{unique:08x}{PARQUET_SUFFIX}",
+        now.format("%Y%m%dT%H%M%S%.3fZ")
+    )
 }
 
 #[cfg(test)]
@@ -62,7 +67,8 @@ mod tests {
 
     #[test]
     fn hour_of_path_reads_back_the_directory() {
-        let hour = hour_of_path("spans/2026-11-22/04/f0000000000001-0000.parquet").map(|t| t.to_rfc3339());
+        let hour =
+            hour_of_path("spans/2026-11-22/04/f0000000000001-0000.parquet").map(|t| t.to_rfc3339());
         assert_eq!(hour.as_deref(), Some("2026-11-22T04:00:00+00:00"));
         assert_eq!(hour_of_path("spans/garbage"), None);
     }

@@ -9,7 +9,9 @@ pub mod layout;
 pub mod metrics;
 pub mod spans;
 
-pub use attributes::{attribute_map_type, attribute_map_field, ATTRIBUTE_MAP_KEY, ATTRIBUTE_MAP_VALUE, AttributeType};
+pub use attributes::{
+    ATTRIBUTE_MAP_KEY, ATTRIBUTE_MAP_VALUE, AttributeType, attribute_map_field, attribute_map_type,
+};
 
 /// Bumped whenever a column is added, removed or changes type. Written into every
 /// Parquet file's key-value metadata under [`SCHEMA_VERSION_KEY`].

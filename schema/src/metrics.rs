@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use crate::{attribute_map_field, TIME_ZONE};
+use crate::{TIME_ZONE, attribute_map_field};
 
 pub const SERVICE_NAME: &str = "service_name";
 pub const METRIC_NAME: &str = "metric_name";

@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use crate::{attribute_map_field, TIME_ZONE};
+use crate::{TIME_ZONE, attribute_map_field};
 
 pub const TRACE_ID: &str = "trace_id";
 pub const SPAN_ID: &str = "span_id";
@@ -73,31 +73,73 @@ pub struct Promoted {
 }
 
 const fn text(column: &'static str, source: Source, keys: &'static [&'static str]) -> Promoted {
-    Promoted { column, source, keys, integer: false }
+    Promoted {
+        column,
+        source,
+        keys,
+        integer: false,
+    }
 }
 
 const fn int(column: &'static str, source: Source, keys: &'static [&'static str]) -> Promoted {
-    Promoted { column, source, keys, integer: true }
+    Promoted {
+        column,
+        source,
+        keys,
+        integer: true,
+    }
 }
 
 pub const PROMOTED: &[Promoted] = &[
     text("service_version", Source::Resource, &["service.version"]),
-    text("service_instance_id", Source::Resource, &["service.instance.id"]),
-    text("service_namespace", Source::Resource, &["service.namespace"]),
-    text("http_request_method", Source::Span, &["http.request.method", "http.method"]),
+    text(
+        "service_instance_id",
+        Source::Resource,
+        &["service.instance.id"],
+    ),
+    text(
+        "service_namespace",
+        Source::Resource,
+        &["service.namespace"],
+    ),
+    text(
+        "http_request_method",
+        Source::Span,
+        &["http.request.method", "http.method"],
+    ),
     text("http_route", Source::Span, &["http.route"]),
-    int("http_response_status_code", Source::Span, &["http.response.status_code", "http.status_code"]),
+    int(
+        "http_response_status_code",
+        Source::Span,
+        &["http.response.status_code", "http.status_code"],
+    ),
     text("url_full", Source::Span, &["url.full", "http.url"]),
     text("rpc_system", Source::Span, &["rpc.system"]),
     text("rpc_service", Source::Span, &["rpc.service"]),
     text("rpc_method", Source::Span, &["rpc.method"]),
     text("db_system", Source::Span, &["db.system.name", "db.system"]),
     text("messaging_system", Source::Span, &["messaging.system"]),
-    text("messaging_destination_name", Source::Span, &["messaging.destination.name", "messaging.destination"]),
-    text("messaging_operation_type", Source::Span, &["messaging.operation.type", "messaging.operation"]),
+    text(
+        "messaging_destination_name",
+        Source::Span,
+        &["messaging.destination.name", "messaging.destination"],
+    ),
+    text(
+        "messaging_operation_type",
+        Source::Span,
+        &["messaging.operation.type", "messaging.operation"],
+    ),
     text("peer_service", Source::Span, &["peer.service"]),
-    text("server_address", Source::Span, &["server.address", "net.peer.name"]),
-    int("server_port", Source::Span, &["server.port", "net.peer.port"]),
+    text(
+        "server_address",
+        Source::Span,
+        &["server.address", "net.peer.name"],
+    ),
+    int(
+        "server_port",
+        Source::Span,
+        &["server.port", "net.peer.port"],
+    ),
     text("error_type", Source::Span, &["error.type"]),
 ];
 
@@ -159,7 +201,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SERVICE_NAME, DataType::Utf8, false),
     ];
     fields.extend(PROMOTED.iter().map(|p| {
-        let data_type = if p.integer { DataType::Int64 } else { DataType::Utf8 };
+        let data_type = if p.integer {
+            DataType::Int64
+        } else {
+            DataType::Utf8
+        };
         Field::new(p.column, data_type, true)
     }));
     fields.extend([
@@ -206,9 +252,13 @@ mod tests {
     #[test]
     fn promoted_columns_have_their_types() {
         let schema = schema();
-        let status = schema.field_with_name("http_response_status_code").map(|f| f.data_type().clone());
+        let status = schema
+            .field_with_name("http_response_status_code")
+            .map(|f| f.data_type().clone());
         assert_eq!(status.ok(), Some(DataType::Int64));
-        let route = schema.field_with_name("http_route").map(|f| f.data_type().clone());
+        let route = schema
+            .field_with_name("http_route")
+            .map(|f| f.data_type().clone());
         assert_eq!(route.ok(), Some(DataType::Utf8));
     }
 }

@@ -16,7 +16,14 @@ fn chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("WEFT_CHROMIUM") {
         return Some(PathBuf::from(path));
     }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].into_iter().map(PathBuf::from).find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 struct Browser {
@@ -28,16 +35,29 @@ struct Browser {
 impl Browser {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
-        command.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]);
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ]);
         command.arg(format!("--user-data-dir={}", self.profile.path().display()));
         command
     }
 
     /// The DOM after the page's scripts ran.
     fn dom(&self, url: &str) -> TestResult<String> {
-        let output = self.command().args(["--virtual-time-budget=3000", "--dump-dom", url]).output()?;
+        let output = self
+            .command()
+            .args(["--virtual-time-budget=3000", "--dump-dom", url])
+            .output()?;
         if !output.status.success() {
-            return Err(format!("chromium failed on {url}: {}", String::from_utf8_lossy(&output.stderr)).into());
+            return Err(format!(
+                "chromium failed on {url}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
         }
         Ok(String::from_utf8(output.stdout)?)
     }
@@ -51,7 +71,11 @@ impl Browser {
             .arg(url)
             .output()?;
         if !output.status.success() || !path.exists() {
-            return Err(format!("no screenshot of {url}: {}", String::from_utf8_lossy(&output.stderr)).into());
+            return Err(format!(
+                "no screenshot of {url}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
         }
         Ok(path)
     }
@@ -88,10 +112,17 @@ async fn every_page_renders_in_a_real_browser() -> TestResult {
     };
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots)?;
-    let browser = Browser { binary, screenshots, profile: tempfile::tempdir()? };
+    let browser = Browser {
+        binary,
+        screenshots,
+        profile: tempfile::tempdir()?,
+    };
 
     let dir = tempfile::tempdir()?;
-    let weft = Weft::start(dir.path(), &["--demo", "--demo-rate", "20", "--flush-interval-ms", "500"])?;
+    let weft = Weft::start(
+        dir.path(),
+        &["--demo", "--demo-rate", "20", "--flush-interval-ms", "500"],
+    )?;
     // Wait for a compensated transaction: the demo's traffic has then reached every page.
     let deadline = Instant::now() + Duration::from_secs(60);
     let compensated = loop {
@@ -112,23 +143,53 @@ async fn every_page_renders_in_a_real_browser() -> TestResult {
     // Let the compensated trace's last spans (the asynchronous ones) arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let search = browser.dom(&weft.http_url("/?service=delivery-scheduler&lookback=15m&limit=50"))?;
-    assert_contains(&search, "search", &["Find traces", "<svg class=\"chart scatter\"", "delivery-scheduler</b>: POST /deliveries", "class=\"chip\""]);
-    assert!(search.contains("class=\"badge-error\""), "the search lists failed transactions with their error counts");
-    browser.screenshot(&weft.http_url("/?service=delivery-scheduler&lookback=15m&limit=50"), "search")?;
+    let search =
+        browser.dom(&weft.http_url("/?service=delivery-scheduler&lookback=15m&limit=50"))?;
+    assert_contains(
+        &search,
+        "search",
+        &[
+            "Find traces",
+            "<svg class=\"chart scatter\"",
+            "delivery-scheduler</b>: POST /deliveries",
+            "class=\"chip\"",
+        ],
+    );
+    assert!(
+        search.contains("class=\"badge-error\""),
+        "the search lists failed transactions with their error counts"
+    );
+    browser.screenshot(
+        &weft.http_url("/?service=delivery-scheduler&lookback=15m&limit=50"),
+        "search",
+    )?;
 
-    let errors_only = browser.dom(&weft.http_url("/?service=delivery-scheduler&errors=true&lookback=15m"))?;
+    let errors_only =
+        browser.dom(&weft.http_url("/?service=delivery-scheduler&errors=true&lookback=15m"))?;
     let listed = errors_only.matches("<td><a href=\"/traces/").count();
     assert!(listed > 0, "errors only finds the failed transactions");
-    assert_eq!(errors_only.matches("class=\"badge-error\"").count(), listed, "every trace listed has errors");
+    assert_eq!(
+        errors_only.matches("class=\"badge-error\"").count(),
+        listed,
+        "every trace listed has errors"
+    );
 
     // search → trace → service, by the links the pages show.
     let trace_link = first_link(&search, "/traces/").ok_or("the search lists no trace link")?;
     let linked = browser.dom(&weft.http_url(&trace_link))?;
-    assert_contains(&linked, "linked trace", &["class=\"waterfall\"", "Timeline"]);
-    let service_link = first_link(&linked, "/services/").ok_or("the trace page links no service")?;
+    assert_contains(
+        &linked,
+        "linked trace",
+        &["class=\"waterfall\"", "Timeline"],
+    );
+    let service_link =
+        first_link(&linked, "/services/").ok_or("the trace page links no service")?;
     let service_page = browser.dom(&weft.http_url(&service_link))?;
-    assert_contains(&service_page, "linked service", &["Operations", "Latency histograms"]);
+    assert_contains(
+        &service_page,
+        "linked service",
+        &["Operations", "Latency histograms"],
+    );
 
     let trace = browser.dom(&weft.http_url(&format!("/traces/{compensated}")))?;
     assert_contains(
@@ -147,49 +208,167 @@ async fn every_page_renders_in_a_real_browser() -> TestResult {
 
     let other = trace_link.trim_start_matches("/traces/").to_owned();
     let compare = browser.dom(&weft.http_url(&format!("/compare?a={compensated}&b={other}")))?;
-    assert_contains(&compare, "compare", &["By service and operation", "only in A", "delivery-scheduler", "POST /deliveries"]);
-    browser.screenshot(&weft.http_url(&format!("/compare?a={compensated}&b={other}")), "compare")?;
+    assert_contains(
+        &compare,
+        "compare",
+        &[
+            "By service and operation",
+            "only in A",
+            "delivery-scheduler",
+            "POST /deliveries",
+        ],
+    );
+    browser.screenshot(
+        &weft.http_url(&format!("/compare?a={compensated}&b={other}")),
+        "compare",
+    )?;
 
     // Download as OTLP/JSON, open the file again: the same trace, not stored twice.
-    let otlp = weft.client().get(weft.http_url(&format!("/traces/{compensated}/otlp.json"))).send().await?.text().await?;
-    let stored_spans = weft.sql_count(&format!("SELECT count(*) FROM spans WHERE trace_id = '{compensated}'")).await?;
-    let uploaded = weft.client().post(weft.http_url("/upload")).form(&[("otlp", otlp.as_str())]).send().await?;
+    let otlp = weft
+        .client()
+        .get(weft.http_url(&format!("/traces/{compensated}/otlp.json")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let stored_spans = weft
+        .sql_count(&format!(
+            "SELECT count(*) FROM spans WHERE trace_id = '{compensated}'"
+        ))
+        .await?;
+    let uploaded = weft
+        .client()
+        .post(weft.http_url("/upload"))
+        .form(&[("otlp", otlp.as_str())])
+        .send()
+        .await?;
     assert_eq!(uploaded.status(), 200);
     let uploaded = uploaded.text().await?;
-    assert_contains(&uploaded, "uploaded trace", &["From an uploaded file, not stored", "compensate schedule-delivery", &compensated]);
-    assert_eq!(span_count(&uploaded), span_count(&trace), "the uploaded file shows the stored trace's spans");
-    assert_eq!(weft.sql_count(&format!("SELECT count(*) FROM spans WHERE trace_id = '{compensated}'")).await?, stored_spans);
-    let not_otlp = weft.client().post(weft.http_url("/upload")).form(&[("otlp", "{\"resourceSpans\": 1}")]).send().await?;
+    assert_contains(
+        &uploaded,
+        "uploaded trace",
+        &[
+            "From an uploaded file, not stored",
+            "compensate schedule-delivery",
+            &compensated,
+        ],
+    );
+    assert_eq!(
+        span_count(&uploaded),
+        span_count(&trace),
+        "the uploaded file shows the stored trace's spans"
+    );
+    assert_eq!(
+        weft.sql_count(&format!(
+            "SELECT count(*) FROM spans WHERE trace_id = '{compensated}'"
+        ))
+        .await?,
+        stored_spans
+    );
+    let not_otlp = weft
+        .client()
+        .post(weft.http_url("/upload"))
+        .form(&[("otlp", "{\"resourceSpans\": 1}")])
+        .send()
+        .await?;
     assert_eq!(not_otlp.status(), 400);
-    assert!(not_otlp.text().await?.contains("This is not an OTLP/JSON trace export"));
+    assert!(
+        not_otlp
+            .text()
+            .await?
+            .contains("This is not an OTLP/JSON trace export")
+    );
 
     let services = browser.dom(&weft.http_url("/services?lookback=15m"))?;
-    for service in ["accounts", "delivery", "delivery-history", "delivery-scheduler", "drone-management", "package"] {
-        assert!(services.contains(&format!("<b>{service}</b>")), "/services lacks {service}");
+    for service in [
+        "accounts",
+        "delivery",
+        "delivery-history",
+        "delivery-scheduler",
+        "drone-management",
+        "package",
+    ] {
+        assert!(
+            services.contains(&format!("<b>{service}</b>")),
+            "/services lacks {service}"
+        );
     }
     assert!(services.contains("class=\"sparkline\""));
     browser.screenshot(&weft.http_url("/services?lookback=15m"), "services")?;
 
     let scheduler = browser.dom(&weft.http_url("/services/delivery-scheduler?lookback=15m"))?;
-    assert_contains(&scheduler, "service page", &["Requests per second", "Error rate", "POST /deliveries", "<rect class=\"bar\""]);
-    let bucket = first_link(&scheduler, "/?service=delivery-scheduler&amp;lookback=15m&amp;operation=").ok_or("no histogram bar link")?;
+    assert_contains(
+        &scheduler,
+        "service page",
+        &[
+            "Requests per second",
+            "Error rate",
+            "POST /deliveries",
+            "<rect class=\"bar\"",
+        ],
+    );
+    let bucket = first_link(
+        &scheduler,
+        "/?service=delivery-scheduler&amp;lookback=15m&amp;operation=",
+    )
+    .ok_or("no histogram bar link")?;
     let bucket_page = browser.dom(&weft.http_url(&bucket))?;
-    assert!(bucket_page.contains("href=\"/traces/"), "a histogram bar leads to traces: {bucket}");
-    browser.screenshot(&weft.http_url("/services/delivery-scheduler?lookback=15m"), "service")?;
+    assert!(
+        bucket_page.contains("href=\"/traces/"),
+        "a histogram bar leads to traces: {bucket}"
+    );
+    browser.screenshot(
+        &weft.http_url("/services/delivery-scheduler?lookback=15m"),
+        "service",
+    )?;
 
     let map = browser.dom(&weft.http_url("/map?lookback=15m"))?;
-    assert_contains(&map, "map", &["<svg class=\"chart map\"", "class=\"edge-label\"", "drone-management", "history-db", "class=\"node peer\""]);
+    assert_contains(
+        &map,
+        "map",
+        &[
+            "<svg class=\"chart map\"",
+            "class=\"edge-label\"",
+            "drone-management",
+            "history-db",
+            "class=\"node peer\"",
+        ],
+    );
     browser.screenshot(&weft.http_url("/map?lookback=15m"), "map")?;
 
-    let sql = browser.dom(&weft.http_url("/sql?q=SELECT%20count(*)%20AS%20span_count%20FROM%20spans"))?;
-    assert_contains(&sql, "sql", &["<th>span_count</th>", "Examples", "resource_attributes"]);
+    let sql =
+        browser.dom(&weft.http_url("/sql?q=SELECT%20count(*)%20AS%20span_count%20FROM%20spans"))?;
+    assert_contains(
+        &sql,
+        "sql",
+        &["<th>span_count</th>", "Examples", "resource_attributes"],
+    );
     let refused = browser.dom(&weft.http_url("/sql?q=DROP%20TABLE%20spans"))?;
-    assert!(refused.contains("class=\"sql-error\""), "a refused statement is shown as an error");
-    browser.screenshot(&weft.http_url("/sql?q=SELECT%20service_name%2C%20count(*)%20FROM%20spans%20GROUP%20BY%201"), "sql")?;
+    assert!(
+        refused.contains("class=\"sql-error\""),
+        "a refused statement is shown as an error"
+    );
+    browser.screenshot(
+        &weft
+            .http_url("/sql?q=SELECT%20service_name%2C%20count(*)%20FROM%20spans%20GROUP%20BY%201"),
+        "sql",
+    )?;
 
-    let explore = browser.dom(&weft.http_url("/explore?metric=http.server.request.duration&lookback=15m"))?;
-    assert_contains(&explore, "explore", &["http.server.request.duration", "delivery-scheduler p95", "<polyline class=\"series"]);
-    browser.screenshot(&weft.http_url("/explore?metric=http.server.request.duration&lookback=15m"), "explore")?;
+    let explore =
+        browser.dom(&weft.http_url("/explore?metric=http.server.request.duration&lookback=15m"))?;
+    assert_contains(
+        &explore,
+        "explore",
+        &[
+            "http.server.request.duration",
+            "delivery-scheduler p95",
+            "<polyline class=\"series",
+        ],
+    );
+    browser.screenshot(
+        &weft.http_url("/explore?metric=http.server.request.duration&lookback=15m"),
+        "explore",
+    )?;
 
     let missing = browser.dom(&weft.http_url("/traces/00000000000000000000000000000001"))?;
     assert!(missing.contains("Trace not found"));

@@ -9,7 +9,14 @@ use serde_json::Value;
 
 use crate::support::{TestResult, Weft};
 
-const SERVICES: [&str; 6] = ["accounts", "delivery", "delivery-history", "delivery-scheduler", "drone-management", "package"];
+const SERVICES: [&str; 6] = [
+    "accounts",
+    "delivery",
+    "delivery-history",
+    "delivery-scheduler",
+    "drone-management",
+    "package",
+];
 
 /// A named check of the stored spans: a query and whether its count is enough.
 struct Pattern {
@@ -104,8 +111,19 @@ const EDGES: &[(&str, &str, &str)] = &[
 
 async fn missing_patterns(weft: &Weft) -> TestResult<Vec<String>> {
     let mut missing = Vec::new();
-    let services: Value = weft.client().get(weft.http_url("/api/services")).send().await?.json().await?;
-    let found: BTreeSet<&str> = services["data"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let services: Value = weft
+        .client()
+        .get(weft.http_url("/api/services"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let found: BTreeSet<&str> = services["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if found != SERVICES.into_iter().collect() {
         missing.push(format!("services: {found:?}"));
     }
@@ -115,12 +133,24 @@ async fn missing_patterns(weft: &Weft) -> TestResult<Vec<String>> {
             missing.push(format!("{} (counted {count})", pattern.name));
         }
     }
-    let map: Value = weft.client().get(weft.http_url("/api/service-map?lookback=1h")).send().await?.json().await?;
+    let map: Value = weft
+        .client()
+        .get(weft.http_url("/api/service-map?lookback=1h"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let edges: BTreeSet<(String, String, String)> = map["data"]["edges"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| (e["from"].as_str().unwrap_or("").to_owned(), e["to"].as_str().unwrap_or("").to_owned(), e["kind"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap_or("").to_owned(),
+                e["to"].as_str().unwrap_or("").to_owned(),
+                e["kind"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     for (from, to, kind) in EDGES {
         if !edges.contains(&((*from).to_owned(), (*to).to_owned(), (*kind).to_owned())) {
@@ -133,7 +163,10 @@ async fn missing_patterns(weft: &Weft) -> TestResult<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_every_pattern_within_30_seconds() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = Weft::start(dir.path(), &["--demo", "--demo-rate", "20", "--flush-interval-ms", "500"])?;
+    let weft = Weft::start(
+        dir.path(),
+        &["--demo", "--demo-rate", "20", "--flush-interval-ms", "500"],
+    )?;
     let started = Instant::now();
     // The issue promises every pattern within 30 s at the default settings;
     // the extra time covers a loaded CI machine.
@@ -142,11 +175,18 @@ async fn the_demo_shows_every_pattern_within_30_seconds() -> TestResult {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let missing = missing_patterns(&weft).await?;
         if missing.is_empty() {
-            eprintln!("every pattern visible after {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "every pattern visible after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("after {:.0} s still missing: {missing:#?}", started.elapsed().as_secs_f64()).into());
+            return Err(format!(
+                "after {:.0} s still missing: {missing:#?}",
+                started.elapsed().as_secs_f64()
+            )
+            .into());
         }
     }
 
@@ -157,25 +197,47 @@ async fn the_demo_shows_every_pattern_within_30_seconds() -> TestResult {
              WHERE service_name = 'delivery' AND kind = 'SERVER' GROUP BY 1 ORDER BY 2 DESC",
         )
         .await?;
-    assert_eq!(rows.first().and_then(|r| r[0].as_str()), Some("delivery-3"), "delivery-3 is the slow instance: {rows:?}");
+    assert_eq!(
+        rows.first().and_then(|r| r[0].as_str()),
+        Some("delivery-3"),
+        "delivery-3 is the slow instance: {rows:?}"
+    );
     let rows = weft
         .sql(
             "SELECT service_version, approx_median(duration_ns) FROM spans \
              WHERE service_name = 'package' AND kind = 'SERVER' AND name = 'POST /packages' GROUP BY 1 ORDER BY 2 DESC",
         )
         .await?;
-    assert_eq!(rows.first().and_then(|r| r[0].as_str()), Some("2.0.0"), "package v2 is slower: {rows:?}");
+    assert_eq!(
+        rows.first().and_then(|r| r[0].as_str()),
+        Some("2.0.0"),
+        "package v2 is slower: {rows:?}"
+    );
 
     // Jaeger's dependencies agree on the synchronous edges.
-    let dependencies: Value = weft.client().get(weft.http_url("/api/dependencies?lookback=3600000")).send().await?.json().await?;
+    let dependencies: Value = weft
+        .client()
+        .get(weft.http_url("/api/dependencies?lookback=3600000"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let pairs: BTreeSet<(String, String)> = dependencies["data"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|d| (d["parent"].as_str().unwrap_or("").to_owned(), d["child"].as_str().unwrap_or("").to_owned()))
+        .map(|d| {
+            (
+                d["parent"].as_str().unwrap_or("").to_owned(),
+                d["child"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     for callee in ["accounts", "package", "delivery", "drone-management"] {
-        assert!(pairs.contains(&("delivery-scheduler".to_owned(), callee.to_owned())), "{callee} missing in {pairs:?}");
+        assert!(
+            pairs.contains(&("delivery-scheduler".to_owned(), callee.to_owned())),
+            "{callee} missing in {pairs:?}"
+        );
     }
     Ok(())
 }

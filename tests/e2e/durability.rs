@@ -14,7 +14,10 @@ use prost::Message;
 use crate::support::{TestResult, Weft};
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
 }
 
 /// `spans` spans of a request numbered `batch`, each with a unique id.
@@ -38,7 +41,9 @@ fn batch(batch: u32, spans: u32, padding: usize) -> ExportTraceServiceRequest {
                 end_time_unix_nano: now + 1_000_000,
                 attributes: vec![KeyValue {
                     key: "padding".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue("p".repeat(padding))) }),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("p".repeat(padding))),
+                    }),
                     key_strindex: 0,
                 }],
                 ..Default::default()
@@ -50,12 +55,17 @@ fn batch(batch: u32, spans: u32, padding: usize) -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue("durable".into())) }),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("durable".into())),
+                    }),
                     key_strindex: 0,
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -84,7 +94,11 @@ async fn acknowledged_spans_survive_kill_9() -> TestResult {
     let weft = weft.crash_and_restart()?;
     // Replayed at start, before the listeners open: visible at once.
     assert_eq!(weft.sql_count("SELECT count(*) FROM spans").await?, 21 * 50);
-    assert_eq!(weft.sql_count("SELECT count(DISTINCT span_id || trace_id) FROM spans").await?, 21 * 50);
+    assert_eq!(
+        weft.sql_count("SELECT count(DISTINCT span_id || trace_id) FROM spans")
+            .await?,
+        21 * 50
+    );
     // A second crash right away replays nothing twice.
     let weft = weft.crash_and_restart()?;
     assert_eq!(weft.sql_count("SELECT count(*) FROM spans").await?, 21 * 50);
@@ -94,7 +108,10 @@ async fn acknowledged_spans_survive_kill_9() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_the_memory_limit_is_refused_and_memory_stays_bounded() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = Arc::new(Weft::start(dir.path(), &["--memory-limit-mb", "4", "--flush-interval-ms", "1000"])?);
+    let weft = Arc::new(Weft::start(
+        dir.path(),
+        &["--memory-limit-mb", "4", "--flush-interval-ms", "1000"],
+    )?);
     let accepted = Arc::new(AtomicI64::new(0));
     let refused = Arc::new(AtomicI64::new(0));
     let retry_after_seen = Arc::new(AtomicI64::new(0));
@@ -103,8 +120,14 @@ async fn a_flood_over_the_memory_limit_is_refused_and_memory_stays_bounded() -> 
     let mut senders = Vec::new();
     let peak_rss = Arc::new(AtomicI64::new(0));
     for _ in 0..8 {
-        let (weft, accepted, refused, retry_after_seen, body, peak_rss) =
-            (Arc::clone(&weft), Arc::clone(&accepted), Arc::clone(&refused), Arc::clone(&retry_after_seen), body.clone(), Arc::clone(&peak_rss));
+        let (weft, accepted, refused, retry_after_seen, body, peak_rss) = (
+            Arc::clone(&weft),
+            Arc::clone(&accepted),
+            Arc::clone(&refused),
+            Arc::clone(&retry_after_seen),
+            body.clone(),
+            Arc::clone(&peak_rss),
+        );
         senders.push(tokio::spawn(async move {
             for _ in 0..15 {
                 let response = weft
@@ -137,12 +160,17 @@ async fn a_flood_over_the_memory_limit_is_refused_and_memory_stays_bounded() -> 
     }
     let refused = refused.load(Ordering::Relaxed);
     assert!(refused > 0, "nothing was refused over the memory limit");
-    assert_eq!(retry_after_seen.load(Ordering::Relaxed), refused, "every refusal carries Retry-After");
+    assert_eq!(
+        retry_after_seen.load(Ordering::Relaxed),
+        refused,
+        "every refusal carries Retry-After"
+    );
     let peak = peak_rss.load(Ordering::Relaxed);
     assert!(peak < 400 << 20, "peak RSS {} MiB", peak >> 20);
     // Everything acknowledged is stored, and nothing refused is.
     let accepted = accepted.load(Ordering::Relaxed);
     assert!(accepted > 0);
-    weft.wait_for_count("SELECT count(*) FROM spans", accepted).await?;
+    weft.wait_for_count("SELECT count(*) FROM spans", accepted)
+        .await?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value as V};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value as V,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -12,16 +14,27 @@ use serde_json::{Value, json};
 use crate::support::{TestResult, Weft};
 
 fn kv(key: &str, value: V) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
 }
 
 fn resource_spans(service: &str, extra: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
     let mut attributes = vec![kv("service.name", V::StringValue(service.into()))];
     attributes.extend(extra);
     ResourceSpans {
-        resource: Some(Resource { attributes, ..Default::default() }),
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
         scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope { name: "shop".into(), version: "1.0".into(), ..Default::default() }),
+            scope: Some(InstrumentationScope {
+                name: "shop".into(),
+                version: "1.0".into(),
+                ..Default::default()
+            }),
             spans,
             ..Default::default()
         }],
@@ -38,7 +51,15 @@ struct Known {
 const A: u8 = 0xa1;
 const B: u8 = 0xb2;
 
-fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, kind: i32, start_ns: u64, duration_ms: u64) -> Span {
+fn span(
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    name: &str,
+    kind: i32,
+    start_ns: u64,
+    duration_ms: u64,
+) -> Span {
     Span {
         trace_id: vec![trace; 16],
         span_id: vec![id; 8],
@@ -56,8 +77,14 @@ fn known_traces(base_ns: u64) -> ExportTraceServiceRequest {
     let a = base_ns; // ten minutes ago
     let b = base_ns + 300_000_000_000; // five minutes ago
     let mut declined = span(A, 3, Some(2), "POST /pay", 2, a + 10_000_000, 70);
-    declined.status = Some(Status { code: 2, message: "card declined".into() });
-    declined.attributes = vec![kv("http.response.status_code", V::IntValue(402)), kv("big", V::IntValue(1 << 60))];
+    declined.status = Some(Status {
+        code: 2,
+        message: "card declined".into(),
+    });
+    declined.attributes = vec![
+        kv("http.response.status_code", V::IntValue(402)),
+        kv("big", V::IntValue(1 << 60)),
+    ];
     declined.events = vec![Event {
         time_unix_nano: a + 20_000_000,
         name: "retry".into(),
@@ -65,7 +92,11 @@ fn known_traces(base_ns: u64) -> ExportTraceServiceRequest {
         dropped_attributes_count: 0,
     }];
     let mut cart = span(B, 5, Some(4), "GetCart", 2, b + 2_000_000, 10);
-    cart.links = vec![Link { trace_id: vec![A; 16], span_id: vec![1; 8], ..Default::default() }];
+    cart.links = vec![Link {
+        trace_id: vec![A; 16],
+        span_id: vec![1; 8],
+        ..Default::default()
+    }];
     ExportTraceServiceRequest {
         resource_spans: vec![
             resource_spans(
@@ -77,7 +108,11 @@ fn known_traces(base_ns: u64) -> ExportTraceServiceRequest {
                     span(B, 4, None, "GET /cart", 2, b, 20),
                 ],
             ),
-            resource_spans("payment", vec![kv("service.version", V::StringValue("2".into()))], vec![declined]),
+            resource_spans(
+                "payment",
+                vec![kv("service.version", V::StringValue("2".into()))],
+                vec![declined],
+            ),
             resource_spans("cart", vec![], vec![cart]),
         ],
     }
@@ -85,12 +120,21 @@ fn known_traces(base_ns: u64) -> ExportTraceServiceRequest {
 
 async fn setup(dir: &std::path::Path) -> TestResult<(Weft, Known)> {
     let weft = Weft::start(dir, &["--flush-interval-ms", "100"])?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
     let base_ns = now - 600_000_000_000;
     let mut client = TraceServiceClient::connect(weft.grpc_endpoint()).await?;
     client.export(known_traces(base_ns)).await?;
     weft.wait_for_count("SELECT count(*) FROM spans", 5).await?;
-    Ok((weft, Known { base_ns, trace_a: hex::repeat(A), trace_b: hex::repeat(B) }))
+    Ok((
+        weft,
+        Known {
+            base_ns,
+            trace_a: hex::repeat(A),
+            trace_b: hex::repeat(B),
+        },
+    ))
 }
 
 mod hex {
@@ -110,21 +154,41 @@ fn envelope(data: Value, total: usize) -> Value {
 }
 
 fn trace_ids(body: &Value) -> Vec<String> {
-    body["data"].as_array().map(|traces| traces.iter().filter_map(|t| t["traceID"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    body["data"]
+        .as_array()
+        .map(|traces| {
+            traces
+                .iter()
+                .filter_map(|t| t["traceID"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_operations_and_dependencies_have_jaegers_shapes() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (weft, known) = setup(dir.path()).await?;
-    assert_eq!(get(&weft, "/api/services").await?, (200, envelope(json!(["cart", "frontend", "payment"]), 3)));
+    assert_eq!(
+        get(&weft, "/api/services").await?,
+        (200, envelope(json!(["cart", "frontend", "payment"]), 3))
+    );
     assert_eq!(
         get(&weft, "/api/services/frontend/operations").await?,
-        (200, envelope(json!(["GET /cart", "GET /checkout", "POST /pay"]), 3))
+        (
+            200,
+            envelope(json!(["GET /cart", "GET /checkout", "POST /pay"]), 3)
+        )
     );
     assert_eq!(
         get(&weft, "/api/operations?service=frontend&spanKind=server").await?,
-        (200, envelope(json!([{"name": "GET /cart", "spanKind": "server"}, {"name": "GET /checkout", "spanKind": "server"}]), 2))
+        (
+            200,
+            envelope(
+                json!([{"name": "GET /cart", "spanKind": "server"}, {"name": "GET /checkout", "spanKind": "server"}]),
+                2
+            )
+        )
     );
     let (status, body) = get(&weft, "/api/operations").await?;
     assert_eq!(status, 400);
@@ -132,7 +196,11 @@ async fn services_operations_and_dependencies_have_jaegers_shapes() -> TestResul
     assert_eq!(body["errors"][0]["code"], json!(400));
     let end_ms = known.base_ns / 1_000_000 + 3_600_000;
     assert_eq!(
-        get(&weft, &format!("/api/dependencies?endTs={end_ms}&lookback=7200000")).await?,
+        get(
+            &weft,
+            &format!("/api/dependencies?endTs={end_ms}&lookback=7200000")
+        )
+        .await?,
         (
             200,
             envelope(
@@ -142,7 +210,14 @@ async fn services_operations_and_dependencies_have_jaegers_shapes() -> TestResul
         )
     );
     // Outside the window: nothing.
-    let (_, body) = get(&weft, &format!("/api/dependencies?endTs={}&lookback=60000", known.base_ns / 1_000_000 - 1)).await?;
+    let (_, body) = get(
+        &weft,
+        &format!(
+            "/api/dependencies?endTs={}&lookback=60000",
+            known.base_ns / 1_000_000 - 1
+        ),
+    )
+    .await?;
     assert_eq!(body["data"], json!([]));
     Ok(())
 }
@@ -154,25 +229,79 @@ async fn trace_search_filters_like_jaeger() -> TestResult {
     let (a, b) = (known.trace_a.clone(), known.trace_b.clone());
     let search = |query: &str| format!("/api/traces?service={query}");
     // Newest first, default lookback of one hour.
-    assert_eq!(trace_ids(&get(&weft, &search("frontend")).await?.1), vec![b.clone(), a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &search("frontend&limit=1")).await?.1), vec![b.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &search("frontend&operation=POST%20/pay")).await?.1), vec![a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &search("frontend&minDuration=50ms")).await?.1), vec![a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &search("frontend&maxDuration=30ms")).await?.1), vec![b.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &search("frontend&minDuration=0.09s&maxDuration=100000us")).await?.1), vec![a.clone()]);
+    assert_eq!(
+        trace_ids(&get(&weft, &search("frontend")).await?.1),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &search("frontend&limit=1")).await?.1),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        trace_ids(
+            &get(&weft, &search("frontend&operation=POST%20/pay"))
+                .await?
+                .1
+        ),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &search("frontend&minDuration=50ms")).await?.1),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &search("frontend&maxDuration=30ms")).await?.1),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        trace_ids(
+            &get(
+                &weft,
+                &search("frontend&minDuration=0.09s&maxDuration=100000us")
+            )
+            .await?
+            .1
+        ),
+        vec![a.clone()]
+    );
     let tags = |t: &str| search(&format!("payment&tags={}", urlencode(t)));
-    assert_eq!(trace_ids(&get(&weft, &tags(r#"{"error":"true"}"#)).await?.1), vec![a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &tags(r#"{"error":"false"}"#)).await?.1), Vec::<String>::new());
-    assert_eq!(trace_ids(&get(&weft, &tags(r#"{"http.response.status_code":"402"}"#)).await?.1), vec![a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &tags(r#"{"service.version":"2"}"#)).await?.1), vec![a.clone()]);
-    assert_eq!(trace_ids(&get(&weft, &tags(r#"{"service.version":"3"}"#)).await?.1), Vec::<String>::new());
+    assert_eq!(
+        trace_ids(&get(&weft, &tags(r#"{"error":"true"}"#)).await?.1),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &tags(r#"{"error":"false"}"#)).await?.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        trace_ids(
+            &get(&weft, &tags(r#"{"http.response.status_code":"402"}"#))
+                .await?
+                .1
+        ),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &tags(r#"{"service.version":"2"}"#)).await?.1),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        trace_ids(&get(&weft, &tags(r#"{"service.version":"3"}"#)).await?.1),
+        Vec::<String>::new()
+    );
     // An explicit window in microseconds that holds only trace A.
     let start_us = known.base_ns / 1000;
-    let window = search(&format!("frontend&start={start_us}&end={}", start_us + 60_000_000));
+    let window = search(&format!(
+        "frontend&start={start_us}&end={}",
+        start_us + 60_000_000
+    ));
     assert_eq!(trace_ids(&get(&weft, &window).await?.1), vec![a.clone()]);
     // A service is required; bad durations are named.
     let (status, body) = get(&weft, "/api/traces").await?;
-    assert_eq!((status, body["errors"][0]["msg"].as_str()), (400, Some("parameter 'service' is required")));
+    assert_eq!(
+        (status, body["errors"][0]["msg"].as_str()),
+        (400, Some("parameter 'service' is required"))
+    );
     let (status, _) = get(&weft, &search("frontend&minDuration=fast")).await?;
     assert_eq!(status, 400);
     Ok(())
@@ -180,7 +309,13 @@ async fn trace_search_filters_like_jaeger() -> TestResult {
 
 fn urlencode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -190,7 +325,10 @@ async fn a_trace_maps_otlp_to_jaegers_model() -> TestResult {
     let (weft, known) = setup(dir.path()).await?;
     let (status, body) = get(&weft, &format!("/api/traces/{}", known.trace_a)).await?;
     assert_eq!(status, 200);
-    assert_eq!((body["total"].clone(), body["errors"].clone()), (json!(1), json!(null)));
+    assert_eq!(
+        (body["total"].clone(), body["errors"].clone()),
+        (json!(1), json!(null))
+    );
     let trace = &body["data"][0];
     assert_eq!(trace["traceID"], json!(known.trace_a));
     assert_eq!(trace["warnings"], json!(null));
@@ -257,7 +395,14 @@ async fn a_trace_maps_otlp_to_jaegers_model() -> TestResult {
     assert_eq!(body["errors"][0]["code"], json!(404));
     let (status, _) = get(&weft, "/api/traces/not-hex").await?;
     assert_eq!(status, 400);
-    let (status, body) = get(&weft, &format!("/api/traces/{}", known.trace_a.to_uppercase())).await?;
-    assert_eq!((status, body["data"][0]["traceID"].clone()), (200, json!(known.trace_a)));
+    let (status, body) = get(
+        &weft,
+        &format!("/api/traces/{}", known.trace_a.to_uppercase()),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["data"][0]["traceID"].clone()),
+        (200, json!(known.trace_a))
+    );
     Ok(())
 }

@@ -9,7 +9,9 @@ use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -24,7 +26,11 @@ fn any(value: V) -> AnyValue {
 }
 
 fn kv(key: &str, value: V) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(any(value)), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(any(value)),
+        key_strindex: 0,
+    }
 }
 
 /// One attribute of each AnyValue type, including nested and empty values.
@@ -44,8 +50,12 @@ fn every_type() -> Vec<KeyValue> {
                     any(V::DoubleValue(2.5)),
                     any(V::BoolValue(false)),
                     any(V::BytesValue(vec![9])),
-                    any(V::ArrayValue(ArrayValue { values: vec![any(V::IntValue(1))] })),
-                    any(V::KvlistValue(KeyValueList { values: vec![kv("k", V::StringValue("v".into()))] })),
+                    any(V::ArrayValue(ArrayValue {
+                        values: vec![any(V::IntValue(1))],
+                    })),
+                    any(V::KvlistValue(KeyValueList {
+                        values: vec![kv("k", V::StringValue("v".into()))],
+                    })),
                     AnyValue { value: None },
                 ],
             }),
@@ -55,11 +65,20 @@ fn every_type() -> Vec<KeyValue> {
             V::KvlistValue(KeyValueList {
                 values: vec![
                     kv("a", V::IntValue(1)),
-                    kv("nested", V::KvlistValue(KeyValueList { values: vec![kv("deep", V::BoolValue(true))] })),
+                    kv(
+                        "nested",
+                        V::KvlistValue(KeyValueList {
+                            values: vec![kv("deep", V::BoolValue(true))],
+                        }),
+                    ),
                 ],
             }),
         ),
-        KeyValue { key: "empty".into(), value: Some(AnyValue { value: None }), key_strindex: 0 },
+        KeyValue {
+            key: "empty".into(),
+            value: Some(AnyValue { value: None }),
+            key_strindex: 0,
+        },
     ]
 }
 
@@ -101,10 +120,18 @@ fn full_request(trace_byte: u8) -> ExportTraceServiceRequest {
             Event {
                 time_unix_nano: START + 10,
                 name: "enqueued".into(),
-                attributes: vec![kv("queue", V::StringValue("orders".into())), kv("depth", V::IntValue(3))],
+                attributes: vec![
+                    kv("queue", V::StringValue("orders".into())),
+                    kv("depth", V::IntValue(3)),
+                ],
                 dropped_attributes_count: 1,
             },
-            Event { time_unix_nano: START + 20, name: "acked".into(), attributes: vec![], dropped_attributes_count: 0 },
+            Event {
+                time_unix_nano: START + 20,
+                name: "acked".into(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+            },
         ],
         dropped_events_count: 5,
         links: vec![Link {
@@ -116,11 +143,18 @@ fn full_request(trace_byte: u8) -> ExportTraceServiceRequest {
             flags: 0x301,
         }],
         dropped_links_count: 6,
-        status: Some(Status { message: "partly done".into(), code: 2 }),
+        status: Some(Status {
+            message: "partly done".into(),
+            code: 2,
+        }),
     };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: resource_attributes, dropped_attributes_count: 3, entity_refs: vec![] }),
+            resource: Some(Resource {
+                attributes: resource_attributes,
+                dropped_attributes_count: 3,
+                entity_refs: vec![],
+            }),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "io.weft.test".into(),
@@ -137,7 +171,11 @@ fn full_request(trace_byte: u8) -> ExportTraceServiceRequest {
 }
 
 async fn check_full_span(weft: &Weft, trace_id: &str) -> TestResult {
-    weft.wait_for_count(&format!("SELECT count(*) FROM spans WHERE trace_id = '{trace_id}'"), 1).await?;
+    weft.wait_for_count(
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace_id}'"),
+        1,
+    )
+    .await?;
     let rows = weft
         .sql(&format!(
             "SELECT span_id, parent_span_id, trace_state, flags, name, kind, \
@@ -198,7 +236,10 @@ async fn check_full_span(weft: &Weft, trace_id: &str) -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_field_round_trips_over_grpc_with_gzip() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = Weft::start(dir.path(), &["--flush-interval-ms", "200", "--retention-hours", "1000000"])?;
+    let weft = Weft::start(
+        dir.path(),
+        &["--flush-interval-ms", "200", "--retention-hours", "1000000"],
+    )?;
     let mut client = TraceServiceClient::connect(weft.grpc_endpoint())
         .await?
         .send_compressed(CompressionEncoding::Gzip)
@@ -211,7 +252,10 @@ async fn every_field_round_trips_over_grpc_with_gzip() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_field_round_trips_over_http_protobuf_with_gzip() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = Weft::start(dir.path(), &["--flush-interval-ms", "200", "--retention-hours", "1000000"])?;
+    let weft = Weft::start(
+        dir.path(),
+        &["--flush-interval-ms", "200", "--retention-hours", "1000000"],
+    )?;
     let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
     gzip.write_all(&full_request(0x02).encode_to_vec())?;
     let response = weft
@@ -232,7 +276,10 @@ async fn every_field_round_trips_over_http_protobuf_with_gzip() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_json_is_decoded_as_the_specification_says() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = Weft::start(dir.path(), &["--flush-interval-ms", "200", "--retention-hours", "1000000"])?;
+    let weft = Weft::start(
+        dir.path(),
+        &["--flush-interval-ms", "200", "--retention-hours", "1000000"],
+    )?;
     let body = json!({
         "resourceSpans": [{
             "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
@@ -269,7 +316,11 @@ async fn otlp_json_is_decoded_as_the_specification_says() -> TestResult {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let trace = "5b8efff798038103d269b633813fc60c";
-    weft.wait_for_count(&format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"), 1).await?;
+    weft.wait_for_count(
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"),
+        1,
+    )
+    .await?;
     let rows = weft
         .sql(&format!(
             "SELECT span_id, parent_span_id, kind, status_code, CAST(start_time AS BIGINT), duration_ns, \

@@ -1,8 +1,10 @@
 //! Spans made by the OpenTelemetry Rust SDK and sent by `opentelemetry-otlp`
 //! over gRPC, HTTP/protobuf and HTTP/JSON arrive with every field intact.
 
-use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
-use opentelemetry::{Context, InstrumentationScope, KeyValue, Value, Array, StringValue};
+use opentelemetry::trace::{
+    Link, Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
+use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -26,7 +28,12 @@ struct Sent {
 }
 
 /// Makes one trace (a server span with a client child) and exports it.
-fn export_trace(grpc_endpoint: String, http_traces_url: String, transport: Transport, service: &str) -> TestResult<Sent> {
+fn export_trace(
+    grpc_endpoint: String,
+    http_traces_url: String,
+    transport: Transport,
+    service: &str,
+) -> TestResult<Sent> {
     let exporter = match transport {
         Transport::Grpc => SpanExporter::builder()
             .with_tonic()
@@ -57,7 +64,9 @@ fn export_trace(grpc_endpoint: String, http_traces_url: String, transport: Trans
         .with_resource(resource)
         .with_max_attributes_per_span(9)
         .build();
-    let scope = InstrumentationScope::builder("weft-e2e").with_version("0.9.1").build();
+    let scope = InstrumentationScope::builder("weft-e2e")
+        .with_version("0.9.1")
+        .build();
     let tracer = provider.tracer_with_scope(scope);
 
     let linked = tracer.start("earlier work");
@@ -73,7 +82,13 @@ fn export_trace(grpc_endpoint: String, http_traces_url: String, transport: Trans
             KeyValue::new("http.response.status_code", 500_i64),
             KeyValue::new("retry", true),
             KeyValue::new("ratio", 0.25_f64),
-            KeyValue::new("tags", Value::Array(Array::String(vec![StringValue::from("a"), StringValue::from("b")]))),
+            KeyValue::new(
+                "tags",
+                Value::Array(Array::String(vec![
+                    StringValue::from("a"),
+                    StringValue::from("b"),
+                ])),
+            ),
             KeyValue::new("ints", Value::Array(Array::I64(vec![1, -2]))),
             KeyValue::new("floats", Value::Array(Array::F64(vec![1.5]))),
             KeyValue::new("flags", Value::Array(Array::Bool(vec![true, false]))),
@@ -90,7 +105,10 @@ fn export_trace(grpc_endpoint: String, http_traces_url: String, transport: Trans
     let mut client = tracer
         .span_builder("SELECT orders")
         .with_kind(SpanKind::Client)
-        .with_attributes([KeyValue::new("db.system.name", "postgresql"), KeyValue::new("server.port", 5432_i64)])
+        .with_attributes([
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("server.port", 5432_i64),
+        ])
         .start_with_context(&tracer, &parent);
     let client_context = client.span_context().clone();
     client.end();
@@ -113,9 +131,14 @@ async fn check_transport(transport: Transport) -> TestResult {
     // The SDK's batch processor blocks; keep it off the async workers.
     let (grpc, http) = (weft.grpc_endpoint(), weft.otlp_http_url("/v1/traces"));
     let name = service.clone();
-    let sent = tokio::task::spawn_blocking(move || export_trace(grpc, http, transport, &name)).await??;
+    let sent =
+        tokio::task::spawn_blocking(move || export_trace(grpc, http, transport, &name)).await??;
     let trace = &sent.trace_id;
-    weft.wait_for_count(&format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"), 2).await?;
+    weft.wait_for_count(
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"),
+        2,
+    )
+    .await?;
 
     let rows = weft
         .sql(&format!(
@@ -165,7 +188,11 @@ async fn check_transport(transport: Transport) -> TestResult {
             "flags": "array",
         })
     );
-    assert_eq!(row[14], json!(2), "two attributes over the limit were dropped");
+    assert_eq!(
+        row[14],
+        json!(2),
+        "two attributes over the limit were dropped"
+    );
     let events = row[15].as_array().ok_or("events is a list")?;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["name"], json!("cache miss"));
@@ -190,7 +217,13 @@ async fn check_transport(transport: Transport) -> TestResult {
         .await?;
     assert_eq!(
         client,
-        vec![vec![json!(sent.server_span_id), json!("CLIENT"), json!("postgresql"), json!(5432), json!(sent.client_span_id)]]
+        vec![vec![
+            json!(sent.server_span_id),
+            json!("CLIENT"),
+            json!("postgresql"),
+            json!(5432),
+            json!(sent.client_span_id)
+        ]]
     );
     Ok(())
 }

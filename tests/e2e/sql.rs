@@ -21,7 +21,9 @@ fn two_spans() -> ExportTraceServiceRequest {
         end_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(id) * 1_000_000,
         attributes: vec![KeyValue {
             key: "http.route".into(),
-            value: Some(AnyValue { value: Some(Value::StringValue(route.into())) }),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(route.into())),
+            }),
             key_strindex: 0,
         }],
         ..Default::default()
@@ -31,12 +33,20 @@ fn two_spans() -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue("shop".into())) }),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("shop".into())),
+                    }),
                     key_strindex: 0,
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans: vec![span(1, "list", "/items"), span(2, "get, \"one\"", "/items/{id}")], ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(1, "list", "/items"),
+                    span(2, "get, \"one\"", "/items/{id}"),
+                ],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -63,15 +73,30 @@ async fn the_sandbox_refuses_every_forbidden_statement_kind() -> TestResult {
     let dir = tempfile::tempdir()?;
     let weft = loaded_weft(dir.path(), &[]).await?;
     let forbidden = [
-        ("INSERT INTO spans (name) VALUES ('x')", "INSERT is not allowed"),
+        (
+            "INSERT INTO spans (name) VALUES ('x')",
+            "INSERT is not allowed",
+        ),
         ("UPDATE spans SET name = 'x'", "UPDATE is not allowed"),
         ("DELETE FROM spans", "DELETE is not allowed"),
-        ("CREATE TABLE t AS SELECT * FROM spans", "CREATE TABLE is not allowed"),
+        (
+            "CREATE TABLE t AS SELECT * FROM spans",
+            "CREATE TABLE is not allowed",
+        ),
         ("CREATE VIEW v AS SELECT 1", "CREATE VIEW is not allowed"),
         ("DROP TABLE spans", "DROP is not allowed"),
-        ("CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE is not allowed"),
-        ("COPY spans TO '/tmp/weft-stolen.parquet'", "COPY is not allowed"),
-        ("SET datafusion.execution.target_partitions = 1", "SET is not allowed"),
+        (
+            "CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'",
+            "CREATE EXTERNAL TABLE is not allowed",
+        ),
+        (
+            "COPY spans TO '/tmp/weft-stolen.parquet'",
+            "COPY is not allowed",
+        ),
+        (
+            "SET datafusion.execution.target_partitions = 1",
+            "SET is not allowed",
+        ),
     ];
     for (sql, message) in forbidden {
         let (status, body) = weft.sql_response(sql).await?;
@@ -83,15 +108,36 @@ async fn the_sandbox_refuses_every_forbidden_statement_kind() -> TestResult {
     let (status, body) = weft.sql_response("SELECT * FROM '/etc/passwd'").await?;
     assert_eq!(status, 400, "{body}");
     let (status, body) = weft.sql_response("SELECT 1; SELECT 2").await?;
-    assert_eq!((status, body["error"].as_str()), (400, Some("expected one SQL statement, found 2")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("expected one SQL statement, found 2"))
+    );
     let (status, body) = weft.sql_response("SELEC name FROM spans").await?;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().is_some_and(|e| e.starts_with("SQL syntax error")), "{body}");
-    let (status, body) = weft.sql_response("SELECT no_such_column FROM spans").await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("SQL syntax error")),
+        "{body}"
+    );
+    let (status, body) = weft
+        .sql_response("SELECT no_such_column FROM spans")
+        .await?;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("no_such_column")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no_such_column")),
+        "{body}"
+    );
     // A body that is not the expected JSON.
-    let response = weft.client().post(weft.http_url("/api/sql")).header("content-type", "application/json").body("{").send().await?;
+    let response = weft
+        .client()
+        .post(weft.http_url("/api/sql"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await?;
     assert_eq!(response.status().as_u16(), 400);
     // Nothing changed and the server still answers.
     assert_eq!(weft.sql_count("SELECT count(*) FROM spans").await?, 2);
@@ -102,7 +148,11 @@ async fn the_sandbox_refuses_every_forbidden_statement_kind() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_are_bounded_by_rows_and_time() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let weft = loaded_weft(dir.path(), &["--query-max-rows", "1", "--query-timeout-secs", "1"]).await?;
+    let weft = loaded_weft(
+        dir.path(),
+        &["--query-max-rows", "1", "--query-timeout-secs", "1"],
+    )
+    .await?;
     let (status, body) = weft.sql_response("SELECT name FROM spans").await?;
     assert_eq!(status, 200);
     assert_eq!(body["rows"].as_array().map(Vec::len), Some(1));
@@ -110,21 +160,35 @@ async fn queries_are_bounded_by_rows_and_time() -> TestResult {
     let slow = "SELECT count(*) FROM generate_series(1, 100000000000) a";
     let (status, body) = weft.sql_response(slow).await?;
     assert_eq!(status, 408, "{body}");
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("time limit")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("time limit")),
+        "{body}"
+    );
     assert_eq!(weft.sql_count("SELECT count(*) FROM spans").await?, 2);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attributes_are_one_short_expression_away_and_results_come_as_json_csv_and_tables() -> TestResult {
+async fn attributes_are_one_short_expression_away_and_results_come_as_json_csv_and_tables()
+-> TestResult {
     let dir = tempfile::tempdir()?;
     let weft = loaded_weft(dir.path(), &[]).await?;
     let rows = weft
         .sql("SELECT attributes['http.route'], resource_attributes['service.name'], http_route FROM spans ORDER BY duration_ns")
         .await?;
-    assert_eq!(rows, vec![vec![json!("/items"), json!("shop"), json!("/items")], vec![json!("/items/{id}"), json!("shop"), json!("/items/{id}")]]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("/items"), json!("shop"), json!("/items")],
+            vec![json!("/items/{id}"), json!("shop"), json!("/items/{id}")]
+        ]
+    );
 
-    let (status, body) = weft.sql_response("SELECT name, duration_ns FROM spans ORDER BY duration_ns").await?;
+    let (status, body) = weft
+        .sql_response("SELECT name, duration_ns FROM spans ORDER BY duration_ns")
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -143,21 +207,40 @@ async fn attributes_are_one_short_expression_away_and_results_come_as_json_csv_a
         .await?
         .text()
         .await?;
-    assert_eq!(csv, "name,duration_ns\nlist,1000000\n\"get, \"\"one\"\"\",2000000\n");
+    assert_eq!(
+        csv,
+        "name,duration_ns\nlist,1000000\n\"get, \"\"one\"\"\",2000000\n"
+    );
 
     // `weft sql` reads the same store from another process.
     let data_dir = weft.data_dir.clone();
     let run = |format: &str| -> TestResult<String> {
         let output = Command::new(weft_binary())
-            .args(["sql", "SELECT name, duration_ns FROM spans ORDER BY duration_ns", "--format", format, "--data-dir"])
+            .args([
+                "sql",
+                "SELECT name, duration_ns FROM spans ORDER BY duration_ns",
+                "--format",
+                format,
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .output()?;
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Ok(String::from_utf8(output.stdout)?)
     };
-    assert_eq!(run("csv")?, "name,duration_ns\nlist,1000000\n\"get, \"\"one\"\"\",2000000\n");
+    assert_eq!(
+        run("csv")?,
+        "name,duration_ns\nlist,1000000\n\"get, \"\"one\"\"\",2000000\n"
+    );
     let json_out: serde_json::Value = serde_json::from_str(&run("json")?)?;
-    assert_eq!(json_out["rows"], json!([["list", 1_000_000], ["get, \"one\"", 2_000_000]]));
+    assert_eq!(
+        json_out["rows"],
+        json!([["list", 1_000_000], ["get, \"one\"", 2_000_000]])
+    );
     let table = run("table")?;
     assert_eq!(
         table,
@@ -168,7 +251,10 @@ async fn attributes_are_one_short_expression_away_and_results_come_as_json_csv_a
          | get, \"one\" | 2000000     |\n\
          +------------+-------------+\n"
     );
-    let refused = Command::new(weft_binary()).args(["sql", "DROP TABLE spans", "--data-dir"]).arg(&data_dir).output()?;
+    let refused = Command::new(weft_binary())
+        .args(["sql", "DROP TABLE spans", "--data-dir"])
+        .arg(&data_dir)
+        .output()?;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("DROP is not allowed"));
     Ok(())

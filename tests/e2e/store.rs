@@ -9,9 +9,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
-    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets, metric::Data,
+    number_data_point, summary_data_point::ValueAtQuantile,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -21,11 +22,20 @@ use serde_json::json;
 use crate::support::{TestResult, Weft};
 
 fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        key_strindex: 0,
+    }
 }
 
 fn resource(service: &str) -> Option<Resource> {
-    Some(Resource { attributes: vec![string("service.name", service)], ..Default::default() })
+    Some(Resource {
+        attributes: vec![string("service.name", service)],
+        ..Default::default()
+    })
 }
 
 fn spans_at(first_id: u32, count: u32, start_ns: u64) -> ExportTraceServiceRequest {
@@ -48,14 +58,20 @@ fn spans_at(first_id: u32, count: u32, start_ns: u64) -> ExportTraceServiceReque
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: resource("compacted"),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
 }
 
 async fn post_spans(weft: &Weft, request: &ExportTraceServiceRequest) -> TestResult {
@@ -79,7 +95,10 @@ fn duckdb_python() -> TestResult<(String, Option<String>)> {
         if let Some(path) = pythonpath {
             command.env("PYTHONPATH", path);
         }
-        command.output().map(|o| o.status.success()).unwrap_or(false)
+        command
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     };
     if has_duckdb(None) {
         return Ok(("python3".into(), None));
@@ -87,7 +106,16 @@ fn duckdb_python() -> TestResult<(String, Option<String>)> {
     let target = format!("{}/pydeps", env!("CARGO_TARGET_TMPDIR"));
     if !has_duckdb(Some(&target)) {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", &target, "duckdb"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                &target,
+                "duckdb",
+            ])
             .status()?;
         if !status.success() {
             return Err("could not install duckdb from PyPI (pip install duckdb)".into());
@@ -120,7 +148,14 @@ async fn small_files_are_compacted_old_hours_deleted_and_duckdb_reads_the_files(
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(
         dir.path(),
-        &["--flush-interval-ms", "50", "--compaction-interval-secs", "1", "--retention-hours", "24"],
+        &[
+            "--flush-interval-ms",
+            "50",
+            "--compaction-interval-secs",
+            "1",
+            "--retention-hours",
+            "24",
+        ],
     )?;
     let now = now_nanos();
     // Twelve separate flushes of 100 spans each in the current hour.
@@ -133,21 +168,36 @@ async fn small_files_are_compacted_old_hours_deleted_and_duckdb_reads_the_files(
         }
     }
     // Ten days ago: past the retention of 24 hours.
-    post_spans(&weft, &spans_at(5000, 30, now - 10 * 24 * 3600 * 1_000_000_000)).await?;
+    post_spans(
+        &weft,
+        &spans_at(5000, 30, now - 10 * 24 * 3600 * 1_000_000_000),
+    )
+    .await?;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let files = weft.parquet_files("spans");
-        let merged = files.iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('c')));
+        let merged = files.iter().any(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('c'))
+        });
         let count = weft.sql_count("SELECT count(*) FROM spans").await?;
         if merged && count == 1200 {
             assert!(files.len() < 8, "files after compaction: {files:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "no compaction: {} files, {count} spans", files.len());
+        assert!(
+            Instant::now() < deadline,
+            "no compaction: {} files, {count} spans",
+            files.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(weft.sql_count("SELECT count(DISTINCT span_id) FROM spans").await?, 1200);
+    assert_eq!(
+        weft.sql_count("SELECT count(DISTINCT span_id) FROM spans")
+            .await?,
+        1200
+    );
 
     let duck = duckdb_query(
         &weft.data_dir,
@@ -232,7 +282,10 @@ fn metrics_request() -> ExportMetricsServiceRequest {
                                 count: 4,
                                 scale: 3,
                                 zero_count: 1,
-                                positive: Some(Buckets { offset: -2, bucket_counts: vec![1, 2] }),
+                                positive: Some(Buckets {
+                                    offset: -2,
+                                    bucket_counts: vec![1, 2],
+                                }),
                                 ..Default::default()
                             }],
                             aggregation_temporality: AggregationTemporality::Delta as i32,
@@ -246,7 +299,16 @@ fn metrics_request() -> ExportMetricsServiceRequest {
                                 time_unix_nano: t,
                                 count: 10,
                                 sum: 7.5,
-                                quantile_values: vec![ValueAtQuantile { quantile: 0.5, value: 0.4 }, ValueAtQuantile { quantile: 0.99, value: 2.0 }],
+                                quantile_values: vec![
+                                    ValueAtQuantile {
+                                        quantile: 0.5,
+                                        value: 0.4,
+                                    },
+                                    ValueAtQuantile {
+                                        quantile: 0.99,
+                                        value: 2.0,
+                                    },
+                                ],
                                 ..Default::default()
                             }],
                         }),
@@ -271,7 +333,8 @@ async fn every_metric_type_is_stored_one_row_per_data_point() -> TestResult {
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 200);
-    weft.wait_for_count("SELECT count(*) FROM metrics", 5).await?;
+    weft.wait_for_count("SELECT count(*) FROM metrics", 5)
+        .await?;
     let rows = weft
         .sql(
             "SELECT metric_name, metric_type, service_name, unit, value, value_int, aggregation_temporality, \
@@ -283,14 +346,112 @@ async fn every_metric_type_is_stored_one_row_per_data_point() -> TestResult {
     assert_eq!(
         rows,
         vec![
-            vec![json!("gc.pause"), json!("summary"), json!("payments"), json!("ms"), json!(null), json!(null), json!(null), json!(null), json!(10), json!(7.5), json!(null), json!(null), json!(null), json!(null), json!(null), json!([{"quantile": 0.5, "value": 0.4}, {"quantile": 0.99, "value": 2.0}]), json!("/pay"), json!(0)],
-            vec![json!("latency"), json!("histogram"), json!("payments"), json!("ms"), json!(null), json!(null), json!("delta"), json!(null), json!(6), json!(60.0), json!([1, 2, 3]), json!([5.0, 10.0]), json!(null), json!(null), json!(null), json!(null), json!("/pay"), json!(0)],
-            vec![json!("latency.exp"), json!("exponential_histogram"), json!("payments"), json!("ms"), json!(null), json!(null), json!("delta"), json!(null), json!(4), json!(null), json!(null), json!(null), json!(3), json!(-2), json!([1, 2]), json!(null), json!("/pay"), json!(0)],
-            vec![json!("queue.depth"), json!("gauge"), json!("payments"), json!("ms"), json!(2.5), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!("/pay"), json!(0)],
-            vec![json!("requests"), json!("sum"), json!("payments"), json!("ms"), json!(42.0), json!(42), json!("cumulative"), json!(true), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!(null), json!("/pay"), json!(1)],
+            vec![
+                json!("gc.pause"),
+                json!("summary"),
+                json!("payments"),
+                json!("ms"),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(10),
+                json!(7.5),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!([{"quantile": 0.5, "value": 0.4}, {"quantile": 0.99, "value": 2.0}]),
+                json!("/pay"),
+                json!(0)
+            ],
+            vec![
+                json!("latency"),
+                json!("histogram"),
+                json!("payments"),
+                json!("ms"),
+                json!(null),
+                json!(null),
+                json!("delta"),
+                json!(null),
+                json!(6),
+                json!(60.0),
+                json!([1, 2, 3]),
+                json!([5.0, 10.0]),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!("/pay"),
+                json!(0)
+            ],
+            vec![
+                json!("latency.exp"),
+                json!("exponential_histogram"),
+                json!("payments"),
+                json!("ms"),
+                json!(null),
+                json!(null),
+                json!("delta"),
+                json!(null),
+                json!(4),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(3),
+                json!(-2),
+                json!([1, 2]),
+                json!(null),
+                json!("/pay"),
+                json!(0)
+            ],
+            vec![
+                json!("queue.depth"),
+                json!("gauge"),
+                json!("payments"),
+                json!("ms"),
+                json!(2.5),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!("/pay"),
+                json!(0)
+            ],
+            vec![
+                json!("requests"),
+                json!("sum"),
+                json!("payments"),
+                json!("ms"),
+                json!(42.0),
+                json!(42),
+                json!("cumulative"),
+                json!(true),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!(null),
+                json!("/pay"),
+                json!(1)
+            ],
         ]
     );
     let exemplar = weft.sql("SELECT exemplars[1]['trace_id'], exemplars[1]['value_int'] FROM metrics WHERE metric_name = 'requests'").await?;
-    assert_eq!(exemplar, vec![vec![json!("03030303030303030303030303030303"), json!(1)]]);
+    assert_eq!(
+        exemplar,
+        vec![vec![json!("03030303030303030303030303030303"), json!(1)]]
+    );
     Ok(())
 }

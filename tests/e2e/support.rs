@@ -29,7 +29,10 @@ pub fn weft_binary() -> &'static str {
 impl Weft {
     /// `weft serve` on a new data directory inside `dir`.
     pub fn start(dir: &Path, extra_args: &[&str]) -> TestResult<Self> {
-        Self::start_on(dir.join("data"), extra_args.iter().map(|s| s.to_string()).collect())
+        Self::start_on(
+            dir.join("data"),
+            extra_args.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     fn start_on(data_dir: PathBuf, extra_args: Vec<String>) -> TestResult<Self> {
@@ -37,7 +40,14 @@ impl Weft {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
             .args(&extra_args)
             .env("WEFT_LOG", "info")
             .stdout(Stdio::null())
@@ -54,9 +64,20 @@ impl Weft {
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut grpc, mut otlp_http, mut http) = (None, None, None);
         while grpc.is_none() || otlp_http.is_none() || http.is_none() {
-            let left = deadline.checked_duration_since(Instant::now()).ok_or("weft did not log its addresses in time")?;
-            let line = received.recv_timeout(left).map_err(|_| "weft exited or did not log its addresses")?;
-            let addr = || -> Option<SocketAddr> { line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok() };
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or("weft did not log its addresses in time")?;
+            let line = received
+                .recv_timeout(left)
+                .map_err(|_| "weft exited or did not log its addresses")?;
+            let addr = || -> Option<SocketAddr> {
+                line.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            };
             if line.contains("otlp-grpc listening") {
                 grpc = addr();
             } else if line.contains("otlp-http listening") {
@@ -68,7 +89,15 @@ impl Weft {
         let (Some(grpc), Some(otlp_http), Some(http)) = (grpc, otlp_http, http) else {
             return Err("missing an address".into());
         };
-        Ok(Self { child, grpc, otlp_http, http, data_dir, extra_args, http_client: reqwest::Client::new() })
+        Ok(Self {
+            child,
+            grpc,
+            otlp_http,
+            http,
+            data_dir,
+            extra_args,
+            http_client: reqwest::Client::new(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,13 +154,19 @@ impl Weft {
             return Err(format!("{sql}: HTTP {status}: {body}").into());
         }
         let rows = body["rows"].as_array().ok_or("no rows")?;
-        Ok(rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+        Ok(rows
+            .iter()
+            .map(|r| r.as_array().cloned().unwrap_or_default())
+            .collect())
     }
 
     /// A single integer from a query like `SELECT count(*) …`.
     pub async fn sql_count(&self, sql: &str) -> TestResult<i64> {
         let rows = self.sql(sql).await?;
-        rows.first().and_then(|r| r.first()).and_then(Value::as_i64).ok_or_else(|| format!("{sql}: no count").into())
+        rows.first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_i64)
+            .ok_or_else(|| format!("{sql}: no count").into())
     }
 
     /// Waits until `sql` counts `expected` (data becomes visible after a flush).
@@ -164,7 +199,9 @@ impl Weft {
     /// Parquet files of a table below the data directory.
     pub fn parquet_files(&self, table: &str) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {

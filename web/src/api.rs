@@ -46,7 +46,13 @@ struct RangeParams {
 
 impl RangeParams {
     fn range(&self) -> Result<(i64, i64), JaegerError> {
-        time_range(self.start.as_deref(), self.end.as_deref(), self.lookback.as_deref(), HOUR_NS).map_err(JaegerError::bad_request)
+        time_range(
+            self.start.as_deref(),
+            self.end.as_deref(),
+            self.lookback.as_deref(),
+            HOUR_NS,
+        )
+        .map_err(JaegerError::bad_request)
     }
 
     fn filter(&self, require_service: bool) -> Result<RequestFilter, JaegerError> {
@@ -55,7 +61,12 @@ impl RangeParams {
         if require_service && service.is_none() {
             return Err(JaegerError::bad_request("parameter 'service' is required"));
         }
-        Ok(RequestFilter { service, operation: self.operation.clone().filter(|o| !o.is_empty()), start_ns, end_ns })
+        Ok(RequestFilter {
+            service,
+            operation: self.operation.clone().filter(|o| !o.is_empty()),
+            start_ns,
+            end_ns,
+        })
     }
 }
 
@@ -83,7 +94,11 @@ impl Figures {
             requests: stats.count,
             errors: stats.errors,
             error_rate: stats.error_rate(),
-            rate_per_sec: if seconds > 0.0 { stats.count as f64 / seconds } else { 0.0 },
+            rate_per_sec: if seconds > 0.0 {
+                stats.count as f64 / seconds
+            } else {
+                0.0
+            },
             p50_us: micros(stats.p50_ns),
             p95_us: micros(stats.p95_ns),
             p99_us: micros(stats.p99_ns),
@@ -119,13 +134,20 @@ struct ServiceMapJson {
     edges: Vec<EdgeJson>,
 }
 
-async fn service_map(State(state): State<AppState>, Query(params): Query<RangeParams>) -> Result<Response, JaegerError> {
+async fn service_map(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
     let (start_ns, end_ns) = params.range()?;
     let edges: Vec<Edge> = state.engine.service_map(start_ns, end_ns).await?;
     let mut nodes: BTreeMap<String, &'static str> = BTreeMap::new();
     for edge in &edges {
         nodes.insert(edge.from.clone(), "service");
-        let to_kind = if edge.kind == EdgeKind::Peer { "peer" } else { "service" };
+        let to_kind = if edge.kind == EdgeKind::Peer {
+            "peer"
+        } else {
+            "service"
+        };
         let entry = nodes.entry(edge.to.clone()).or_insert(to_kind);
         if to_kind == "service" {
             *entry = "service";
@@ -135,10 +157,18 @@ async fn service_map(State(state): State<AppState>, Query(params): Query<RangePa
     let data = ServiceMapJson {
         start: start_ns / 1000,
         end: end_ns / 1000,
-        nodes: nodes.into_iter().map(|(name, kind)| NodeJson { name, kind }).collect(),
+        nodes: nodes
+            .into_iter()
+            .map(|(name, kind)| NodeJson { name, kind })
+            .collect(),
         edges: edges
             .into_iter()
-            .map(|e| EdgeJson { figures: Figures::new(&e.stats, span), from: e.from, to: e.to, kind: e.kind.as_str() })
+            .map(|e| EdgeJson {
+                figures: Figures::new(&e.stats, span),
+                from: e.from,
+                to: e.to,
+                kind: e.kind.as_str(),
+            })
             .collect(),
     };
     let total = data.edges.len();
@@ -155,14 +185,23 @@ struct RedRowJson {
 
 fn red_rows(rows: Vec<RedRow>, start_ns: i64, end_ns: i64) -> Response {
     let span = seconds(start_ns, end_ns);
-    let data: Vec<RedRowJson> =
-        rows.into_iter().map(|r| RedRowJson { figures: Figures::new(&r.stats, span), service: r.service, operation: r.operation }).collect();
+    let data: Vec<RedRowJson> = rows
+        .into_iter()
+        .map(|r| RedRowJson {
+            figures: Figures::new(&r.stats, span),
+            service: r.service,
+            operation: r.operation,
+        })
+        .collect();
     let total = data.len();
     ok(data, total)
 }
 
 /// `GET /api/red/services`: every service's RED figures over the range.
-async fn red_services(State(state): State<AppState>, Query(params): Query<RangeParams>) -> Result<Response, JaegerError> {
+async fn red_services(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
     let mut filter = params.filter(false)?;
     filter.service = None;
     filter.operation = None;
@@ -171,7 +210,10 @@ async fn red_services(State(state): State<AppState>, Query(params): Query<RangeP
 }
 
 /// `GET /api/red/operations?service=`: one service's figures per operation.
-async fn red_operations(State(state): State<AppState>, Query(params): Query<RangeParams>) -> Result<Response, JaegerError> {
+async fn red_operations(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
     let mut filter = params.filter(true)?;
     filter.operation = None;
     let rows = state.engine.red_summary(&filter).await?;
@@ -180,9 +222,15 @@ async fn red_operations(State(state): State<AppState>, Query(params): Query<Rang
 
 /// A step that gives about 60 buckets, rounded to a length people read easily.
 fn default_step_ns(start_ns: i64, end_ns: i64) -> i64 {
-    const STEPS_S: [i64; 15] = [1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 43_200, 86_400];
+    const STEPS_S: [i64; 15] = [
+        1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 43_200, 86_400,
+    ];
     let wanted = (end_ns - start_ns) / 60;
-    STEPS_S.iter().map(|s| s * 1_000_000_000).find(|&step| step >= wanted).unwrap_or(86_400_000_000_000)
+    STEPS_S
+        .iter()
+        .map(|s| s * 1_000_000_000)
+        .find(|&step| step >= wanted)
+        .unwrap_or(86_400_000_000_000)
 }
 
 #[derive(Debug, Serialize)]
@@ -203,16 +251,25 @@ struct SeriesJson {
 }
 
 /// `GET /api/red?service=&operation=&step=`: RED figures per time bucket.
-async fn red_series(State(state): State<AppState>, Query(params): Query<RangeParams>) -> Result<Response, JaegerError> {
+async fn red_series(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
     let filter = params.filter(true)?;
     let step_ns = match params.step.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => parse_go_duration(text)
             .filter(|&ns| ns > 0)
-            .ok_or_else(|| JaegerError::bad_request(format!("parameter 'step' is not a positive duration like 1m: {text:?}")))?,
+            .ok_or_else(|| {
+                JaegerError::bad_request(format!(
+                    "parameter 'step' is not a positive duration like 1m: {text:?}"
+                ))
+            })?,
         None => default_step_ns(filter.start_ns, filter.end_ns),
     };
     if (filter.end_ns - filter.start_ns) / step_ns > MAX_BUCKETS {
-        return Err(JaegerError::bad_request(format!("the range holds more than {MAX_BUCKETS} steps; choose a longer step")));
+        return Err(JaegerError::bad_request(format!(
+            "the range holds more than {MAX_BUCKETS} steps; choose a longer step"
+        )));
     }
     let buckets: Vec<RedBucket> = state.engine.red_series(&filter, step_ns).await?;
     let step_seconds = step_ns as f64 / 1e9;
@@ -222,7 +279,13 @@ async fn red_series(State(state): State<AppState>, Query(params): Query<RangePar
         start: filter.start_ns / 1000,
         end: filter.end_ns / 1000,
         step: step_ns / 1000,
-        buckets: buckets.iter().map(|b| BucketJson { time: b.start_ns / 1000, figures: Figures::new(&b.stats, step_seconds) }).collect(),
+        buckets: buckets
+            .iter()
+            .map(|b| BucketJson {
+                time: b.start_ns / 1000,
+                figures: Figures::new(&b.stats, step_seconds),
+            })
+            .collect(),
     };
     let total = data.buckets.len();
     Ok(ok(data, total))
@@ -254,7 +317,9 @@ fn query_value(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -262,11 +327,19 @@ fn query_value(text: &str) -> String {
 }
 
 /// `GET /api/histogram?service=&operation=`: request durations in 1-2-5 buckets.
-async fn histogram(State(state): State<AppState>, Query(params): Query<RangeParams>) -> Result<Response, JaegerError> {
+async fn histogram(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
     let filter = params.filter(true)?;
     let histogram = state.engine.histogram(&filter).await?;
     let service = filter.service.clone().unwrap_or_default();
-    let mut search = format!("/api/traces?service={}&start={}&end={}", query_value(&service), filter.start_ns / 1000, filter.end_ns / 1000);
+    let mut search = format!(
+        "/api/traces?service={}&start={}&end={}",
+        query_value(&service),
+        filter.start_ns / 1000,
+        filter.end_ns / 1000
+    );
     if let Some(operation) = &filter.operation {
         search.push_str(&format!("&operation={}", query_value(operation)));
     }
@@ -279,7 +352,12 @@ async fn histogram(State(state): State<AppState>, Query(params): Query<RangePara
             if let Some(max) = b.max_ns {
                 traces.push_str(&format!("&maxDuration={}ns", max - 1));
             }
-            HistogramBucketJson { min_us: b.min_ns as f64 / 1000.0, max_us: b.max_ns.map(|m| m as f64 / 1000.0), count: b.count, traces }
+            HistogramBucketJson {
+                min_us: b.min_ns as f64 / 1000.0,
+                max_us: b.max_ns.map(|m| m as f64 / 1000.0),
+                count: b.count,
+                traces,
+            }
         })
         .collect();
     let data = HistogramJson {
@@ -330,12 +408,21 @@ struct CriticalPathJson {
 }
 
 /// `GET /api/traces/{traceID}/critical-path`
-async fn critical_path(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, JaegerError> {
-    let id = normalize_trace_id(&trace_id)
-        .ok_or_else(|| JaegerError::bad_request(format!("{trace_id:?} is not a trace id (16 or 32 hex characters)")))?;
+async fn critical_path(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, JaegerError> {
+    let id = normalize_trace_id(&trace_id).ok_or_else(|| {
+        JaegerError::bad_request(format!(
+            "{trace_id:?} is not a trace id (16 or 32 hex characters)"
+        ))
+    })?;
     let spans = state.engine.trace(&id).await?;
     if spans.is_empty() {
-        return Err(JaegerError::new(StatusCode::NOT_FOUND, format!("trace {id} not found")));
+        return Err(JaegerError::new(
+            StatusCode::NOT_FOUND,
+            format!("trace {id} not found"),
+        ));
     }
     let trace = assemble(&id, spans);
     let duration_ns = trace.duration_ns().max(1) as f64;
@@ -366,7 +453,12 @@ async fn critical_path(State(state): State<AppState>, Path(trace_id): Path<Strin
         })
         .collect();
     spans.sort_by(|a, b| b.critical_us.total_cmp(&a.critical_us));
-    let data = CriticalPathJson { trace_id: id, duration_us: trace.duration_ns() as f64 / 1000.0, segments, spans };
+    let data = CriticalPathJson {
+        trace_id: id,
+        duration_us: trace.duration_ns() as f64 / 1000.0,
+        segments,
+        spans,
+    };
     Ok(ok(data, 1))
 }
 

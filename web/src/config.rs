@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about = "Weft: a distributed tracing collector and visualizer. With no command, runs `weft serve`.")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: a distributed tracing collector and visualizer. With no command, runs `weft serve`."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

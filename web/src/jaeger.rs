@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use weft_query::{AssembledTrace, Attribute, AttributeValue, QueryError, SpanData, TraceSearch, TraceSpan, assemble};
+use weft_query::{
+    AssembledTrace, Attribute, AttributeValue, QueryError, SpanData, TraceSearch, TraceSpan,
+    assemble,
+};
 
 use crate::params::{now_micros, time_range};
 use crate::routes::AppState;
@@ -22,7 +25,10 @@ use crate::routes::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/services", get(services))
-        .route("/api/services/{service}/operations", get(service_operations))
+        .route(
+            "/api/services/{service}/operations",
+            get(service_operations),
+        )
         .route("/api/operations", get(operations))
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(get_trace))
@@ -46,7 +52,14 @@ struct EnvelopeError {
 }
 
 pub(crate) fn ok<T: Serialize>(data: T, total: usize) -> Response {
-    Json(Envelope { data, total, limit: 0, offset: 0, errors: None }).into_response()
+    Json(Envelope {
+        data,
+        total,
+        limit: 0,
+        offset: 0,
+        errors: None,
+    })
+    .into_response()
 }
 
 /// An error in Jaeger's envelope.
@@ -57,11 +70,17 @@ pub struct JaegerError {
 
 impl JaegerError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 }
 
@@ -72,7 +91,10 @@ impl IntoResponse for JaegerError {
             total: 0,
             limit: 0,
             offset: 0,
-            errors: Some(vec![EnvelopeError { code: self.status.as_u16(), msg: self.message }]),
+            errors: Some(vec![EnvelopeError {
+                code: self.status.as_u16(),
+                msg: self.message,
+            }]),
         };
         (self.status, Json(body)).into_response()
     }
@@ -80,11 +102,18 @@ impl IntoResponse for JaegerError {
 
 impl From<QueryError> for JaegerError {
     fn from(error: QueryError) -> Self {
-        let status = if error.is_client_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let status = if error.is_client_error() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         if status.is_server_error() {
             tracing::error!(%error, "Jaeger API query failed");
         }
-        Self { status, message: error.to_string() }
+        Self {
+            status,
+            message: error.to_string(),
+        }
     }
 }
 
@@ -94,8 +123,17 @@ async fn services(State(state): State<AppState>) -> Result<Response, JaegerError
     Ok(ok(services, total))
 }
 
-async fn service_operations(State(state): State<AppState>, Path(service): Path<String>) -> Result<Response, JaegerError> {
-    let mut names: Vec<String> = state.engine.operations(&service, None).await?.into_iter().map(|o| o.name).collect();
+async fn service_operations(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+) -> Result<Response, JaegerError> {
+    let mut names: Vec<String> = state
+        .engine
+        .operations(&service, None)
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     names.dedup();
     let total = names.len();
     Ok(ok(names, total))
@@ -115,14 +153,23 @@ struct OperationJson {
     span_kind: String,
 }
 
-async fn operations(State(state): State<AppState>, Query(params): Query<OperationsParams>) -> Result<Response, JaegerError> {
-    let service = params.service.filter(|s| !s.is_empty()).ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
+async fn operations(
+    State(state): State<AppState>,
+    Query(params): Query<OperationsParams>,
+) -> Result<Response, JaegerError> {
+    let service = params
+        .service
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
     let operations: Vec<OperationJson> = state
         .engine
         .operations(&service, params.span_kind.as_deref())
         .await?
         .into_iter()
-        .map(|o| OperationJson { name: o.name, span_kind: o.span_kind.to_ascii_lowercase() })
+        .map(|o| OperationJson {
+            name: o.name,
+            span_kind: o.span_kind.to_ascii_lowercase(),
+        })
         .collect();
     let total = operations.len();
     Ok(ok(operations, total))
@@ -137,12 +184,21 @@ pub fn normalize_trace_id(id: &str) -> Option<String> {
     Some(format!("{:0>32}", id.to_ascii_lowercase()))
 }
 
-async fn get_trace(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, JaegerError> {
-    let id = normalize_trace_id(&trace_id)
-        .ok_or_else(|| JaegerError::bad_request(format!("{trace_id:?} is not a trace id (16 or 32 hex characters)")))?;
+async fn get_trace(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, JaegerError> {
+    let id = normalize_trace_id(&trace_id).ok_or_else(|| {
+        JaegerError::bad_request(format!(
+            "{trace_id:?} is not a trace id (16 or 32 hex characters)"
+        ))
+    })?;
     let spans = state.engine.trace(&id).await?;
     if spans.is_empty() {
-        return Err(JaegerError { status: StatusCode::NOT_FOUND, message: format!("trace {id} not found") });
+        return Err(JaegerError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("trace {id} not found"),
+        });
     }
     Ok(ok(vec![trace_json(&assemble(&id, spans))], 1))
 }
@@ -167,8 +223,11 @@ struct TraceParams {
 fn parse_tags(params: &TraceParams) -> Result<Vec<(String, String)>, JaegerError> {
     let mut tags = Vec::new();
     if let Some(text) = params.tags.as_deref().filter(|t| !t.trim().is_empty()) {
-        let object: HashMap<String, Value> = serde_json::from_str(text)
-            .map_err(|e| JaegerError::bad_request(format!("parameter 'tags' must be a JSON object of strings: {e}")))?;
+        let object: HashMap<String, Value> = serde_json::from_str(text).map_err(|e| {
+            JaegerError::bad_request(format!(
+                "parameter 'tags' must be a JSON object of strings: {e}"
+            ))
+        })?;
         for (key, value) in object {
             let value = match value {
                 Value::String(s) => s,
@@ -178,7 +237,9 @@ fn parse_tags(params: &TraceParams) -> Result<Vec<(String, String)>, JaegerError
         }
     }
     if let Some(tag) = &params.tag {
-        let (key, value) = tag.split_once(':').ok_or_else(|| JaegerError::bad_request("parameter 'tag' must be key:value"))?;
+        let (key, value) = tag
+            .split_once(':')
+            .ok_or_else(|| JaegerError::bad_request("parameter 'tag' must be key:value"))?;
         tags.push((key.to_owned(), value.to_owned()));
     }
     tags.sort();
@@ -186,19 +247,34 @@ fn parse_tags(params: &TraceParams) -> Result<Vec<(String, String)>, JaegerError
 }
 
 fn parse_search(params: &TraceParams) -> Result<TraceSearch, JaegerError> {
-    let service = params.service.clone().filter(|s| !s.is_empty()).ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
+    let service = params
+        .service
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
     let duration = |name: &str, value: &Option<String>| -> Result<Option<i64>, JaegerError> {
         match value.as_deref().filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => crate::params::parse_go_duration(v)
                 .map(Some)
-                .ok_or_else(|| JaegerError::bad_request(format!("parameter '{name}' is not a duration like 1.2s, 100ms or 500us: {v:?}"))),
+                .ok_or_else(|| {
+                    JaegerError::bad_request(format!(
+                        "parameter '{name}' is not a duration like 1.2s, 100ms or 500us: {v:?}"
+                    ))
+                }),
         }
     };
-    let (start_ns, end_ns) = time_range(params.start.as_deref(), params.end.as_deref(), params.lookback.as_deref(), 3_600_000_000_000)
-        .map_err(JaegerError::bad_request)?;
+    let (start_ns, end_ns) = time_range(
+        params.start.as_deref(),
+        params.end.as_deref(),
+        params.lookback.as_deref(),
+        3_600_000_000_000,
+    )
+    .map_err(JaegerError::bad_request)?;
     let limit = match params.limit.as_deref().filter(|v| !v.is_empty()) {
-        Some(text) => text.parse::<usize>().map_err(|_| JaegerError::bad_request("parameter 'limit' must be a whole number"))?,
+        Some(text) => text
+            .parse::<usize>()
+            .map_err(|_| JaegerError::bad_request("parameter 'limit' must be a whole number"))?,
         None => 100,
     };
     Ok(TraceSearch {
@@ -213,7 +289,10 @@ fn parse_search(params: &TraceParams) -> Result<TraceSearch, JaegerError> {
     })
 }
 
-async fn find_traces(State(state): State<AppState>, Query(params): Query<TraceParams>) -> Result<Response, JaegerError> {
+async fn find_traces(
+    State(state): State<AppState>,
+    Query(params): Query<TraceParams>,
+) -> Result<Response, JaegerError> {
     let search = parse_search(&params)?;
     let traces = state.engine.search_traces(&search).await?;
     let data: Vec<Value> = traces
@@ -243,9 +322,14 @@ struct DependencyJson {
     call_count: u64,
 }
 
-async fn dependencies(State(state): State<AppState>, Query(params): Query<DependencyParams>) -> Result<Response, JaegerError> {
+async fn dependencies(
+    State(state): State<AppState>,
+    Query(params): Query<DependencyParams>,
+) -> Result<Response, JaegerError> {
     let millis = |name: &str, v: &str| -> Result<i64, JaegerError> {
-        v.trim().parse().map_err(|_| JaegerError::bad_request(format!("parameter '{name}' must be milliseconds")))
+        v.trim().parse().map_err(|_| {
+            JaegerError::bad_request(format!("parameter '{name}' must be milliseconds"))
+        })
     };
     let end_ms = match params.end_ts.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => millis("endTs", v)?,
@@ -256,12 +340,21 @@ async fn dependencies(State(state): State<AppState>, Query(params): Query<Depend
         None => Duration::from_secs(24 * 3600).as_millis() as i64,
     };
     let start_ns = (end_ms - lookback_ms).saturating_mul(1_000_000);
-    let mut links = state.engine.dependencies(start_ns, end_ms.saturating_mul(1_000_000)).await?;
+    let mut links = state
+        .engine
+        .dependencies(start_ns, end_ms.saturating_mul(1_000_000))
+        .await?;
     if let Some(service) = params.service.filter(|s| !s.is_empty()) {
         links.retain(|d| d.parent == service || d.child == service);
     }
-    let data: Vec<DependencyJson> =
-        links.into_iter().map(|d| DependencyJson { parent: d.parent, child: d.child, call_count: d.call_count }).collect();
+    let data: Vec<DependencyJson> = links
+        .into_iter()
+        .map(|d| DependencyJson {
+            parent: d.parent,
+            child: d.child,
+            call_count: d.call_count,
+        })
+        .collect();
     let total = data.len();
     Ok(ok(data, total))
 }
@@ -304,13 +397,24 @@ pub fn trace_json(trace: &AssembledTrace) -> Value {
     let mut span_values = Vec::with_capacity(trace.spans.len());
     for traced in &trace.spans {
         let span = &traced.span;
-        let tags: Vec<Attribute> = span.resource_attributes.iter().filter(|a| a.key != "service.name").cloned().collect();
-        let position = match process_keys.iter().position(|(service, t)| *service == span.service_name && *t == tags) {
+        let tags: Vec<Attribute> = span
+            .resource_attributes
+            .iter()
+            .filter(|a| a.key != "service.name")
+            .cloned()
+            .collect();
+        let position = match process_keys
+            .iter()
+            .position(|(service, t)| *service == span.service_name && *t == tags)
+        {
             Some(position) => position,
             None => {
                 process_keys.push((span.service_name.clone(), tags.clone()));
                 let key = format!("p{}", process_keys.len());
-                processes.insert(key, json!({"serviceName": span.service_name, "tags": attributes_kv(&tags)}));
+                processes.insert(
+                    key,
+                    json!({"serviceName": span.service_name, "tags": attributes_kv(&tags)}),
+                );
                 process_keys.len() - 1
             }
         };
@@ -327,7 +431,9 @@ fn span_json(traced: &TraceSpan, process_id: &str) -> Value {
         references.push(json!({"refType": "CHILD_OF", "traceID": span.trace_id, "spanID": parent}));
     }
     for link in &span.links {
-        references.push(json!({"refType": "FOLLOWS_FROM", "traceID": link.trace_id, "spanID": link.span_id}));
+        references.push(
+            json!({"refType": "FOLLOWS_FROM", "traceID": link.trace_id, "spanID": link.span_id}),
+        );
     }
     let mut tags = attributes_kv(&span.attributes);
     let kind = span.kind.to_ascii_lowercase();
@@ -384,15 +490,24 @@ mod tests {
 
     #[test]
     fn trace_ids_are_padded_and_lower_cased() {
-        assert_eq!(normalize_trace_id("ABCDEF0123456789").as_deref(), Some("0000000000000000abcdef0123456789"));
-        assert_eq!(normalize_trace_id("5b8efff798038103d269b633813fc60c").as_deref(), Some("5b8efff798038103d269b633813fc60c"));
+        assert_eq!(
+            normalize_trace_id("ABCDEF0123456789").as_deref(),
+            Some("0000000000000000abcdef0123456789")
+        );
+        assert_eq!(
+            normalize_trace_id("5b8efff798038103d269b633813fc60c").as_deref(),
+            Some("5b8efff798038103d269b633813fc60c")
+        );
         assert_eq!(normalize_trace_id("xyz"), None);
         assert_eq!(normalize_trace_id(&"a".repeat(33)), None);
     }
 
     #[test]
     fn large_integers_become_strings() {
-        assert_eq!(kv("n", &AttributeValue::Int(1 << 60))["value"], json!((1_i64 << 60).to_string()));
+        assert_eq!(
+            kv("n", &AttributeValue::Int(1 << 60))["value"],
+            json!((1_i64 << 60).to_string())
+        );
         assert_eq!(kv("n", &AttributeValue::Int(42))["value"], json!(42));
     }
 }

@@ -9,17 +9,24 @@ use weft_web::server;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     // With no command, run `weft serve` (flags then come from WEFT_* variables).
-    let command = cli.command.unwrap_or_else(|| match Cli::parse_from(["weft", "serve"]).command {
-        Some(command) => command,
-        None => unreachable_serve(),
-    });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let command = cli
+        .command
+        .unwrap_or_else(|| match Cli::parse_from(["weft", "serve"]).command {
+            Some(command) => command,
+            None => unreachable_serve(),
+        });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("weft: could not start the async runtime: {error}");

@@ -12,13 +12,17 @@ pub fn parse_go_duration(text: &str) -> Option<i64> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if number_len == 0 {
             return None;
         }
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -36,7 +40,10 @@ pub fn parse_go_duration(text: &str) -> Option<i64> {
 }
 
 pub fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
 }
 
 fn present(value: Option<&str>) -> Option<&str> {
@@ -44,19 +51,28 @@ fn present(value: Option<&str>) -> Option<&str> {
 }
 
 fn parse_micros(name: &str, value: &str) -> Result<i64, String> {
-    value.parse().map_err(|_| format!("parameter '{name}' must be microseconds since the epoch, got {value:?}"))
+    value.parse().map_err(|_| {
+        format!("parameter '{name}' must be microseconds since the epoch, got {value:?}")
+    })
 }
 
 /// Resolves `start`, `end` (µs since the epoch) and `lookback` (a Go duration,
 /// default `default_lookback_ns`) to `[start_ns, end_ns]`. `end` defaults to now,
 /// `start` to `end - lookback`; `lookback=custom` (Jaeger UI) means "use start".
-pub fn time_range(start: Option<&str>, end: Option<&str>, lookback: Option<&str>, default_lookback_ns: i64) -> Result<(i64, i64), String> {
+pub fn time_range(
+    start: Option<&str>,
+    end: Option<&str>,
+    lookback: Option<&str>,
+    default_lookback_ns: i64,
+) -> Result<(i64, i64), String> {
     let end_us = match present(end) {
         Some(end) => parse_micros("end", end)?,
         None => now_micros(),
     };
     let lookback_ns = match present(lookback).filter(|v| *v != "custom") {
-        Some(text) => parse_go_duration(text).ok_or_else(|| format!("parameter 'lookback' is not a duration like 15m, 1h or 2d: {text:?}"))?,
+        Some(text) => parse_go_duration(text).ok_or_else(|| {
+            format!("parameter 'lookback' is not a duration like 15m, 1h or 2d: {text:?}")
+        })?,
         None => default_lookback_ns,
     };
     let start_us = match present(start) {
@@ -64,7 +80,9 @@ pub fn time_range(start: Option<&str>, end: Option<&str>, lookback: Option<&str>
         None => end_us - lookback_ns / 1000,
     };
     if start_us > end_us {
-        return Err(format!("the time range is empty: start {start_us} is after end {end_us}"));
+        return Err(format!(
+            "the time range is empty: start {start_us} is after end {end_us}"
+        ));
     }
     Ok((start_us.saturating_mul(1000), end_us.saturating_mul(1000)))
 }
@@ -88,10 +106,23 @@ mod tests {
 
     #[test]
     fn time_ranges_default_to_a_lookback_before_now() {
-        assert_eq!(time_range(Some("1000"), Some("5000"), None, 1), Ok((1_000_000, 5_000_000)));
-        assert_eq!(time_range(None, Some("5000"), Some("2ms"), 1), Ok((3_000_000, 5_000_000)));
-        assert_eq!(time_range(Some("1000"), Some("5000"), Some("custom"), 1), Ok((1_000_000, 5_000_000)));
+        assert_eq!(
+            time_range(Some("1000"), Some("5000"), None, 1),
+            Ok((1_000_000, 5_000_000))
+        );
+        assert_eq!(
+            time_range(None, Some("5000"), Some("2ms"), 1),
+            Ok((3_000_000, 5_000_000))
+        );
+        assert_eq!(
+            time_range(Some("1000"), Some("5000"), Some("custom"), 1),
+            Ok((1_000_000, 5_000_000))
+        );
         assert!(time_range(Some("6000"), Some("5000"), None, 1).is_err());
-        assert!(time_range(Some("yesterday"), None, None, 1).unwrap_err().contains("'start'"));
+        assert!(
+            time_range(Some("yesterday"), None, None, 1)
+                .unwrap_err()
+                .contains("'start'")
+        );
     }
 }

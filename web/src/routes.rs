@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use weft_query::{QueryEngine, QueryError, Refusal};
 
@@ -51,7 +51,13 @@ pub struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -59,14 +65,19 @@ impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         let status = match &error {
             QueryError::Refused(Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
-            QueryError::Refused(_) | QueryError::Invalid(_) | QueryError::ResourcesExhausted(_) => StatusCode::BAD_REQUEST,
+            QueryError::Refused(_) | QueryError::Invalid(_) | QueryError::ResourcesExhausted(_) => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             QueryError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!(%error, "SQL query failed");
         }
-        Self { status, message: error.to_string() }
+        Self {
+            status,
+            message: error.to_string(),
+        }
     }
 }
 
@@ -79,7 +90,10 @@ async fn sql(
 ) -> Result<Response, ApiError> {
     let Json(request) = body.map_err(|rejection| ApiError {
         status: rejection.status(),
-        message: format!("expected a JSON body like {{\"sql\": \"SELECT …\"}}: {}", rejection.body_text()),
+        message: format!(
+            "expected a JSON body like {{\"sql\": \"SELECT …\"}}: {}",
+            rejection.body_text()
+        ),
     })?;
     let result = state.engine.sql(&request.sql).await?;
     let wants_csv = headers
@@ -87,7 +101,11 @@ async fn sql(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/csv"));
     if wants_csv {
-        Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], result.to_csv()).into_response())
+        Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            result.to_csv(),
+        )
+            .into_response())
     } else {
         Ok(Json(result.to_json()).into_response())
     }

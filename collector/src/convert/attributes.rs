@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringBuilder};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use weft_schema::AttributeType;
 use std::sync::Arc;
+use weft_schema::AttributeType;
 
 /// Renders a value as stored in an `…attributes` map, with its type.
 /// `None` text means an empty AnyValue. Strings are borrowed, not copied.
@@ -50,7 +50,11 @@ fn render_double(d: f64) -> String {
     if d.is_nan() {
         "NaN".to_owned()
     } else if d.is_infinite() {
-        if d > 0.0 { "Infinity".to_owned() } else { "-Infinity".to_owned() }
+        if d > 0.0 {
+            "Infinity".to_owned()
+        } else {
+            "-Infinity".to_owned()
+        }
     } else {
         d.to_string()
     }
@@ -139,10 +143,13 @@ fn write_json_string(out: &mut String, s: &str) {
 pub type Rendered = (String, Option<String>, AttributeType);
 
 pub fn render_all(attributes: &[KeyValue]) -> Vec<Rendered> {
-    attributes.iter().map(|kv| {
-        let (text, kind) = render_owned(kv.value.as_ref());
-        (kv.key.clone(), text, kind)
-    }).collect()
+    attributes
+        .iter()
+        .map(|kv| {
+            let (text, kind) = render_owned(kv.value.as_ref());
+            (kv.key.clone(), text, kind)
+        })
+        .collect()
 }
 
 /// Builds one attribute-set column pair: values as text, and the types of the
@@ -158,12 +165,20 @@ fn map_builder(capacity: usize) -> MapBuilder<StringBuilder, StringBuilder> {
         key: weft_schema::ATTRIBUTE_MAP_KEY.to_owned(),
         value: weft_schema::ATTRIBUTE_MAP_VALUE.to_owned(),
     };
-    MapBuilder::with_capacity(Some(names), StringBuilder::new(), StringBuilder::new(), capacity)
+    MapBuilder::with_capacity(
+        Some(names),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        capacity,
+    )
 }
 
 impl AttributeColumns {
     pub fn with_capacity(rows: usize) -> Self {
-        Self { values: map_builder(rows), types: map_builder(rows) }
+        Self {
+            values: map_builder(rows),
+            types: map_builder(rows),
+        }
     }
 
     /// Appends one row holding `attributes`.
@@ -202,14 +217,21 @@ impl AttributeColumns {
 
     /// Returns (values, types).
     pub fn finish(&mut self) -> (ArrayRef, ArrayRef) {
-        (Arc::new(self.values.finish()), Arc::new(self.types.finish()))
+        (
+            Arc::new(self.values.finish()),
+            Arc::new(self.types.finish()),
+        )
     }
 }
 
 /// The first attribute among `keys` that is present, rendered as text.
 pub fn find<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
-    keys.iter()
-        .find_map(|key| attributes.iter().find(|kv| kv.key == *key).and_then(|kv| kv.value.as_ref()))
+    keys.iter().find_map(|key| {
+        attributes
+            .iter()
+            .find(|kv| kv.key == *key)
+            .and_then(|kv| kv.value.as_ref())
+    })
 }
 
 #[cfg(test)]
@@ -223,13 +245,38 @@ mod tests {
 
     #[test]
     fn scalars_render_losslessly() {
-        assert_eq!(render_owned(Some(&any(Value::IntValue(-42)))), (Some("-42".into()), AttributeType::Int));
-        assert_eq!(render_owned(Some(&any(Value::DoubleValue(0.1)))), (Some("0.1".into()), AttributeType::Double));
-        assert_eq!(render_owned(Some(&any(Value::DoubleValue(1e300)))).0.map(|s| s.parse::<f64>().ok()), Some(Some(1e300)));
-        assert_eq!(render_owned(Some(&any(Value::BoolValue(true)))), (Some("true".into()), AttributeType::Bool));
-        assert_eq!(render_owned(Some(&any(Value::BytesValue(vec![0, 255])))), (Some("AP8=".into()), AttributeType::Bytes));
-        assert_eq!(render_owned(Some(&AnyValue { value: None })), (None, AttributeType::Empty));
-        assert_eq!(render(Some(&any(Value::StringValue("s".into())))).0.as_deref(), Some("s"));
+        assert_eq!(
+            render_owned(Some(&any(Value::IntValue(-42)))),
+            (Some("-42".into()), AttributeType::Int)
+        );
+        assert_eq!(
+            render_owned(Some(&any(Value::DoubleValue(0.1)))),
+            (Some("0.1".into()), AttributeType::Double)
+        );
+        assert_eq!(
+            render_owned(Some(&any(Value::DoubleValue(1e300))))
+                .0
+                .map(|s| s.parse::<f64>().ok()),
+            Some(Some(1e300))
+        );
+        assert_eq!(
+            render_owned(Some(&any(Value::BoolValue(true)))),
+            (Some("true".into()), AttributeType::Bool)
+        );
+        assert_eq!(
+            render_owned(Some(&any(Value::BytesValue(vec![0, 255])))),
+            (Some("AP8=".into()), AttributeType::Bytes)
+        );
+        assert_eq!(
+            render_owned(Some(&AnyValue { value: None })),
+            (None, AttributeType::Empty)
+        );
+        assert_eq!(
+            render(Some(&any(Value::StringValue("s".into()))))
+                .0
+                .as_deref(),
+            Some("s")
+        );
     }
 
     #[test]
@@ -247,7 +294,9 @@ mod tests {
         assert_eq!(kind, AttributeType::KvList);
         assert_eq!(
             text.as_deref(),
-            Some(r#"[{"key":"k\"","value":{"arrayValue":{"values":[{"stringValue":"a"},{"intValue":"7"}]}}}]"#)
+            Some(
+                r#"[{"key":"k\"","value":{"arrayValue":{"values":[{"stringValue":"a"},{"intValue":"7"}]}}}]"#
+            )
         );
     }
 }

@@ -12,8 +12,9 @@ use datafusion::arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint,
-    SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
+    NumberDataPoint, SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets,
+    metric::Data, number_data_point,
 };
 use weft_schema::TIME_ZONE;
 use weft_schema::metrics::{self, metric_type};
@@ -47,7 +48,10 @@ pub fn request_data_point_count(request: &ExportMetricsServiceRequest) -> usize 
 pub fn to_record_batch(request: &ExportMetricsServiceRequest) -> Result<RecordBatch, ArrowError> {
     let mut builder = MetricBatchBuilder::with_capacity(request_data_point_count(request));
     for resource_metrics in &request.resource_metrics {
-        let resource = ResourceContext::new(resource_metrics.resource.as_ref(), &resource_metrics.schema_url);
+        let resource = ResourceContext::new(
+            resource_metrics.resource.as_ref(),
+            &resource_metrics.schema_url,
+        );
         for scope_metrics in &resource_metrics.scope_metrics {
             for metric in &scope_metrics.metrics {
                 builder.append_metric(&resource, scope_metrics.scope.as_ref(), metric);
@@ -66,11 +70,19 @@ fn temporality_name(value: i32) -> &'static str {
 }
 
 fn u64_list() -> ListBuilder<UInt64Builder> {
-    ListBuilder::new(UInt64Builder::new()).with_field(Arc::new(Field::new("item", DataType::UInt64, false)))
+    ListBuilder::new(UInt64Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::UInt64,
+        false,
+    )))
 }
 
 fn f64_list() -> ListBuilder<Float64Builder> {
-    ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float64, false)))
+    ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Float64,
+        false,
+    )))
 }
 
 /// Everything a data point row shares with its metric.
@@ -123,12 +135,15 @@ impl ExemplarColumns {
                     self.value_int.append_null();
                 }
             }
-            self.trace_id.append_option((!e.trace_id.is_empty()).then(|| hex(&e.trace_id)));
-            self.span_id.append_option((!e.span_id.is_empty()).then(|| hex(&e.span_id)));
+            self.trace_id
+                .append_option((!e.trace_id.is_empty()).then(|| hex(&e.trace_id)));
+            self.span_id
+                .append_option((!e.span_id.is_empty()).then(|| hex(&e.span_id)));
             self.attributes.append(&e.filtered_attributes);
         }
         let last = self.offsets.last().copied().unwrap_or_default();
-        self.offsets.push(last.saturating_add(i32::try_from(exemplars.len()).unwrap_or(i32::MAX)));
+        self.offsets
+            .push(last.saturating_add(i32::try_from(exemplars.len()).unwrap_or(i32::MAX)));
     }
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
@@ -142,7 +157,11 @@ impl ExemplarColumns {
             attributes,
             types,
         ];
-        list_of_structs(metrics::exemplar_type(), std::mem::take(&mut self.offsets), columns)
+        list_of_structs(
+            metrics::exemplar_type(),
+            std::mem::take(&mut self.offsets),
+            columns,
+        )
     }
 }
 
@@ -216,7 +235,8 @@ struct PointCommon<'a> {
 
 impl MetricBatchBuilder {
     pub fn with_capacity(rows: usize) -> Self {
-        let timestamps = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone(TIME_ZONE);
+        let timestamps =
+            || TimestampNanosecondBuilder::with_capacity(rows).with_timezone(TIME_ZONE);
         Self {
             service_name: StringBuilder::new(),
             metric_name: StringBuilder::new(),
@@ -257,7 +277,12 @@ impl MetricBatchBuilder {
         }
     }
 
-    fn append_metric(&mut self, resource: &ResourceContext<'_>, scope: Option<&InstrumentationScope>, metric: &Metric) {
+    fn append_metric(
+        &mut self,
+        resource: &ResourceContext<'_>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+    ) {
         let Some(data) = &metric.data else { return };
         let context = |metric_type, temporality: Option<i32>, is_monotonic| MetricContext {
             resource,
@@ -275,19 +300,31 @@ impl MetricBatchBuilder {
                 }
             }
             Data::Sum(sum) => {
-                let ctx = context(metric_type::SUM, Some(sum.aggregation_temporality), Some(sum.is_monotonic));
+                let ctx = context(
+                    metric_type::SUM,
+                    Some(sum.aggregation_temporality),
+                    Some(sum.is_monotonic),
+                );
                 for p in &sum.data_points {
                     self.append_number(&ctx, p);
                 }
             }
             Data::Histogram(h) => {
-                let ctx = context(metric_type::HISTOGRAM, Some(h.aggregation_temporality), None);
+                let ctx = context(
+                    metric_type::HISTOGRAM,
+                    Some(h.aggregation_temporality),
+                    None,
+                );
                 for p in &h.data_points {
                     self.append_histogram(&ctx, p);
                 }
             }
             Data::ExponentialHistogram(h) => {
-                let ctx = context(metric_type::EXPONENTIAL_HISTOGRAM, Some(h.aggregation_temporality), None);
+                let ctx = context(
+                    metric_type::EXPONENTIAL_HISTOGRAM,
+                    Some(h.aggregation_temporality),
+                    None,
+                );
                 for p in &h.data_points {
                     self.append_exponential(&ctx, p);
                 }
@@ -314,7 +351,15 @@ impl MetricBatchBuilder {
             flags: p.flags,
             exemplars: &p.exemplars,
         };
-        self.append_row(ctx, &common, PointValues { value, value_int, ..Default::default() });
+        self.append_row(
+            ctx,
+            &common,
+            PointValues {
+                value,
+                value_int,
+                ..Default::default()
+            },
+        );
     }
 
     fn append_histogram(&mut self, ctx: &MetricContext<'_>, p: &HistogramDataPoint) {
@@ -371,22 +416,34 @@ impl MetricBatchBuilder {
         let values = PointValues {
             count: Some(p.count),
             sum: Some(p.sum),
-            quantiles: Some(p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect()),
+            quantiles: Some(
+                p.quantile_values
+                    .iter()
+                    .map(|q| (q.quantile, q.value))
+                    .collect(),
+            ),
             ..Default::default()
         };
         self.append_row(ctx, &common, values);
     }
 
-    fn append_row(&mut self, ctx: &MetricContext<'_>, common: &PointCommon<'_>, v: PointValues<'_>) {
+    fn append_row(
+        &mut self,
+        ctx: &MetricContext<'_>,
+        common: &PointCommon<'_>,
+        v: PointValues<'_>,
+    ) {
         self.service_name.append_value(&ctx.resource.service_name);
         self.metric_name.append_value(&ctx.metric.name);
-        self.metric_description.append_option(non_empty(&ctx.metric.description));
+        self.metric_description
+            .append_option(non_empty(&ctx.metric.description));
         self.unit.append_option(non_empty(&ctx.metric.unit));
         self.metric_type.append_value(ctx.metric_type);
         self.aggregation_temporality.append_option(ctx.temporality);
         self.is_monotonic.append_option(ctx.is_monotonic);
-        self.start_time
-            .append_option((common.start_time_unix_nano != 0).then(|| nanos(common.start_time_unix_nano)));
+        self.start_time.append_option(
+            (common.start_time_unix_nano != 0).then(|| nanos(common.start_time_unix_nano)),
+        );
         self.time.append_value(nanos(common.time_unix_nano));
         self.value.append_option(v.value);
         self.value_int.append_option(v.value_int);
@@ -406,15 +463,21 @@ impl MetricBatchBuilder {
         self.zero_count.append_option(v.zero_count);
         self.zero_threshold.append_option(v.zero_threshold);
         let is_exponential = v.scale.is_some();
-        self.positive_offset.append_option(v.positive.map(|b| b.offset));
+        self.positive_offset
+            .append_option(v.positive.map(|b| b.offset));
         append_u64_list(
             &mut self.positive_bucket_counts,
-            v.positive.map(|b| b.bucket_counts.as_slice()).or(is_exponential.then_some(&[])),
+            v.positive
+                .map(|b| b.bucket_counts.as_slice())
+                .or(is_exponential.then_some(&[])),
         );
-        self.negative_offset.append_option(v.negative.map(|b| b.offset));
+        self.negative_offset
+            .append_option(v.negative.map(|b| b.offset));
         append_u64_list(
             &mut self.negative_bucket_counts,
-            v.negative.map(|b| b.bucket_counts.as_slice()).or(is_exponential.then_some(&[])),
+            v.negative
+                .map(|b| b.bucket_counts.as_slice())
+                .or(is_exponential.then_some(&[])),
         );
         match v.quantiles {
             Some(quantiles) => {
@@ -423,7 +486,8 @@ impl MetricBatchBuilder {
                     self.quantile_value.append_value(*value);
                 }
                 let last = self.quantile_offsets.last().copied().unwrap_or_default();
-                self.quantile_offsets.push(last.saturating_add(i32::try_from(quantiles.len()).unwrap_or(i32::MAX)));
+                self.quantile_offsets
+                    .push(last.saturating_add(i32::try_from(quantiles.len()).unwrap_or(i32::MAX)));
                 self.quantile_valid.push(true);
             }
             None => {
@@ -435,20 +499,36 @@ impl MetricBatchBuilder {
         self.flags.append_value(common.flags);
         self.exemplars.append(common.exemplars);
         self.attributes.append(common.attributes);
-        self.resource_attributes.append_rendered(&ctx.resource.rendered);
-        self.resource_schema_url.append_option(non_empty(ctx.resource.schema_url));
-        self.scope_name.append_option(ctx.scope.map(|s| s.name.as_str()));
-        self.scope_version.append_option(ctx.scope.and_then(|s| non_empty(&s.version)));
-        self.scope_attributes.append(ctx.scope.map(|s| s.attributes.as_slice()).unwrap_or_default());
+        self.resource_attributes
+            .append_rendered(&ctx.resource.rendered);
+        self.resource_schema_url
+            .append_option(non_empty(ctx.resource.schema_url));
+        self.scope_name
+            .append_option(ctx.scope.map(|s| s.name.as_str()));
+        self.scope_version
+            .append_option(ctx.scope.and_then(|s| non_empty(&s.version)));
+        self.scope_attributes.append(
+            ctx.scope
+                .map(|s| s.attributes.as_slice())
+                .unwrap_or_default(),
+        );
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {
         let quantiles = {
-            let columns: Vec<ArrayRef> =
-                vec![Arc::new(self.quantile.finish()), Arc::new(self.quantile_value.finish())];
-            let list = list_of_structs(metrics::quantile_type(), std::mem::take(&mut self.quantile_offsets), columns)?;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(self.quantile.finish()),
+                Arc::new(self.quantile_value.finish()),
+            ];
+            let list = list_of_structs(
+                metrics::quantile_type(),
+                std::mem::take(&mut self.quantile_offsets),
+                columns,
+            )?;
             // Rows that are not summaries hold NULL rather than an empty list.
-            let nulls = datafusion::arrow::buffer::NullBuffer::from(std::mem::take(&mut self.quantile_valid));
+            let nulls = datafusion::arrow::buffer::NullBuffer::from(std::mem::take(
+                &mut self.quantile_valid,
+            ));
             let list = list.to_data().into_builder().nulls(Some(nulls)).build()?;
             datafusion::arrow::array::make_array(list)
         };

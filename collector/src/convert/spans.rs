@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder,
-    UInt32Builder,
+    ArrayRef, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray,
+    TimestampNanosecondBuilder, UInt32Builder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::error::ArrowError;
@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use weft_schema::spans::{self, PROMOTED, Source};
 use weft_schema::TIME_ZONE;
+use weft_schema::spans::{self, PROMOTED, Source};
 
 use super::attributes::{AttributeColumns, Rendered, find, render, render_all};
 use super::hex::hex;
@@ -24,7 +24,8 @@ pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatc
     let rows = span_count(request);
     let mut builder = SpanBatchBuilder::with_capacity(rows);
     for resource_spans in &request.resource_spans {
-        let resource = ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url);
+        let resource =
+            ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url);
         for scope_spans in &resource_spans.scope_spans {
             let scope = ScopeContext::new(scope_spans.scope.as_ref(), &scope_spans.schema_url);
             for span in &scope_spans.spans {
@@ -36,7 +37,12 @@ pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatc
 }
 
 pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 /// What every span of one `ResourceSpans` shares.
@@ -51,15 +57,20 @@ pub struct ResourceContext<'a> {
 
 impl<'a> ResourceContext<'a> {
     pub fn new(resource: Option<&'a Resource>, schema_url: &'a str) -> Self {
-        let attributes = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
-        let service_name = match find(attributes, &["service.name"]).and_then(|v| v.value.as_ref()) {
+        let attributes = resource
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let service_name = match find(attributes, &["service.name"]).and_then(|v| v.value.as_ref())
+        {
             Some(Value::StringValue(name)) if !name.is_empty() => name.clone(),
             _ => spans::UNKNOWN_SERVICE.to_owned(),
         };
         Self {
             attributes,
             rendered: render_all(attributes),
-            dropped_attributes_count: resource.map(|r| r.dropped_attributes_count).unwrap_or_default(),
+            dropped_attributes_count: resource
+                .map(|r| r.dropped_attributes_count)
+                .unwrap_or_default(),
             schema_url,
             service_name,
         }
@@ -75,7 +86,11 @@ pub struct ScopeContext<'a> {
 
 impl<'a> ScopeContext<'a> {
     pub fn new(scope: Option<&'a InstrumentationScope>, schema_url: &'a str) -> Self {
-        Self { scope, rendered: render_all(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()), schema_url }
+        Self {
+            scope,
+            rendered: render_all(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()),
+            schema_url,
+        }
     }
 }
 
@@ -124,7 +139,8 @@ impl EventColumns {
             self.time.append_value(nanos(event.time_unix_nano));
             self.name.append_value(&event.name);
             self.attributes.append(&event.attributes);
-            self.dropped_attributes_count.append_value(event.dropped_attributes_count);
+            self.dropped_attributes_count
+                .append_value(event.dropped_attributes_count);
         }
         push_offset(&mut self.offsets, events.len());
     }
@@ -138,7 +154,11 @@ impl EventColumns {
             attribute_types,
             Arc::new(self.dropped_attributes_count.finish()),
         ];
-        list_of_structs(spans::event_type(), std::mem::take(&mut self.offsets), columns)
+        list_of_structs(
+            spans::event_type(),
+            std::mem::take(&mut self.offsets),
+            columns,
+        )
     }
 }
 
@@ -174,7 +194,8 @@ impl LinkColumns {
             self.trace_state.append_option(non_empty(&link.trace_state));
             self.flags.append_value(link.flags);
             self.attributes.append(&link.attributes);
-            self.dropped_attributes_count.append_value(link.dropped_attributes_count);
+            self.dropped_attributes_count
+                .append_value(link.dropped_attributes_count);
         }
         push_offset(&mut self.offsets, links.len());
     }
@@ -190,7 +211,11 @@ impl LinkColumns {
             attribute_types,
             Arc::new(self.dropped_attributes_count.finish()),
         ];
-        list_of_structs(spans::link_type(), std::mem::take(&mut self.offsets), columns)
+        list_of_structs(
+            spans::link_type(),
+            std::mem::take(&mut self.offsets),
+            columns,
+        )
     }
 }
 
@@ -210,7 +235,12 @@ pub fn list_of_structs(
         return Err(ArrowError::SchemaError("list item must be a struct".into()));
     };
     let values = StructArray::try_new(fields.clone(), columns, None)?;
-    let list = ListArray::try_new(spans::list_item(item_type.clone()), OffsetBuffer::new(offsets.into()), Arc::new(values), None)?;
+    let list = ListArray::try_new(
+        spans::list_item(item_type.clone()),
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    )?;
     Ok(Arc::new(list))
 }
 
@@ -290,7 +320,12 @@ impl SpanBatchBuilder {
         }
     }
 
-    pub fn append(&mut self, resource: &ResourceContext<'_>, scope: &ScopeContext<'_>, span: &Span) {
+    pub fn append(
+        &mut self,
+        resource: &ResourceContext<'_>,
+        scope: &ScopeContext<'_>,
+        span: &Span,
+    ) {
         self.trace_id.append_value(hex(&span.trace_id));
         self.span_id.append_value(hex(&span.span_id));
         if span.parent_span_id.is_empty() {
@@ -308,8 +343,11 @@ impl SpanBatchBuilder {
         self.end_time.append_value(end);
         self.duration_ns.append_value(end.saturating_sub(start));
         let status = span.status.as_ref();
-        self.status_code.append_value(spans::status_name(status.map(|s| s.code).unwrap_or_default()));
-        self.status_message.append_option(status.and_then(|s| non_empty(&s.message)));
+        self.status_code.append_value(spans::status_name(
+            status.map(|s| s.code).unwrap_or_default(),
+        ));
+        self.status_message
+            .append_option(status.and_then(|s| non_empty(&s.message)));
         self.service_name.append_value(&resource.service_name);
 
         for (column, promoted) in self.promoted.iter_mut().zip(PROMOTED) {
@@ -334,21 +372,33 @@ impl SpanBatchBuilder {
         }
 
         self.attributes.append(&span.attributes);
-        self.dropped_attributes_count.append_value(span.dropped_attributes_count);
+        self.dropped_attributes_count
+            .append_value(span.dropped_attributes_count);
         self.events.append(&span.events);
-        self.dropped_events_count.append_value(span.dropped_events_count);
+        self.dropped_events_count
+            .append_value(span.dropped_events_count);
         self.links.append(&span.links);
-        self.dropped_links_count.append_value(span.dropped_links_count);
+        self.dropped_links_count
+            .append_value(span.dropped_links_count);
 
         self.resource_attributes.append_rendered(&resource.rendered);
-        self.resource_dropped_attributes_count.append_value(resource.dropped_attributes_count);
-        self.resource_schema_url.append_option(non_empty(resource.schema_url));
-        self.scope_name.append_option(scope.scope.map(|s| s.name.as_str()));
-        self.scope_version.append_option(scope.scope.and_then(|s| non_empty(&s.version)));
+        self.resource_dropped_attributes_count
+            .append_value(resource.dropped_attributes_count);
+        self.resource_schema_url
+            .append_option(non_empty(resource.schema_url));
+        self.scope_name
+            .append_option(scope.scope.map(|s| s.name.as_str()));
+        self.scope_version
+            .append_option(scope.scope.and_then(|s| non_empty(&s.version)));
         self.scope_attributes.append_rendered(&scope.rendered);
-        self.scope_dropped_attributes_count
-            .append_value(scope.scope.map(|s| s.dropped_attributes_count).unwrap_or_default());
-        self.scope_schema_url.append_option(non_empty(scope.schema_url));
+        self.scope_dropped_attributes_count.append_value(
+            scope
+                .scope
+                .map(|s| s.dropped_attributes_count)
+                .unwrap_or_default(),
+        );
+        self.scope_schema_url
+            .append_option(non_empty(scope.schema_url));
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {

@@ -31,7 +31,10 @@ impl Rejected {
         if self.count <= 1 {
             self.message.clone()
         } else {
-            format!("{} {item}s rejected; the first: {}", self.count, self.message)
+            format!(
+                "{} {item}s rejected; the first: {}",
+                self.count, self.message
+            )
         }
     }
 }
@@ -41,7 +44,10 @@ fn id_problem(what: &str, id: &[u8], expected: usize, optional: bool) -> Option<
         return None;
     }
     if id.len() != expected {
-        return Some(format!("{what} is {} bytes long, it must be {expected}", id.len()));
+        return Some(format!(
+            "{what} is {} bytes long, it must be {expected}",
+            id.len()
+        ));
     }
     if id.iter().all(|b| *b == 0) {
         return Some(format!("{what} is all zeros, which OTLP forbids"));
@@ -88,7 +94,9 @@ pub fn metrics(request: &mut ExportMetricsServiceRequest) -> Rejected {
         for scope_metrics in &mut resource_metrics.scope_metrics {
             scope_metrics.metrics.retain(|metric| {
                 if metric.name.is_empty() {
-                    rejected.add(data_point_count(metric), || "a metric has no name".to_owned());
+                    rejected.add(data_point_count(metric), || {
+                        "a metric has no name".to_owned()
+                    });
                     false
                 } else {
                     true
@@ -105,7 +113,12 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
     fn span(trace_id: Vec<u8>, span_id: Vec<u8>) -> Span {
-        Span { trace_id, span_id, name: "op".into(), ..Default::default() }
+        Span {
+            trace_id,
+            span_id,
+            name: "op".into(),
+            ..Default::default()
+        }
     }
 
     #[test]

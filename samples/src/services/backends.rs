@@ -24,7 +24,10 @@ use crate::telemetry::{ServiceTracer, annotate_current, end_span, internal_span}
 async fn flaky_accounts(simulation: &Simulation) -> Option<Reply> {
     tokio::time::sleep(simulation.latency(3, 6)).await;
     if simulation.chance(simulation.config.accounts_unavailable) {
-        return Some(Reply::error(StatusCode::SERVICE_UNAVAILABLE, "accounts database is failing over"));
+        return Some(Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "accounts database is failing over",
+        ));
     }
     if simulation.chance(simulation.config.accounts_stall) {
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -43,13 +46,19 @@ pub fn accounts(simulation: &Arc<Simulation>) -> Router {
         if let Some(failure) = flaky_accounts(&simulation).await {
             return failure;
         }
-        Reply(StatusCode::CREATED, json!({ "account_id": id, "charge_id": simulation.id("charge") }))
+        Reply(
+            StatusCode::CREATED,
+            json!({ "account_id": id, "charge_id": simulation.id("charge") }),
+        )
     }
     async fn refund(State(simulation): State<Arc<Simulation>>, Path(id): Path<String>) -> Reply {
         if let Some(failure) = flaky_accounts(&simulation).await {
             return failure;
         }
-        Reply(StatusCode::CREATED, json!({ "account_id": id, "refund_id": simulation.id("refund") }))
+        Reply(
+            StatusCode::CREATED,
+            json!({ "account_id": id, "refund_id": simulation.id("refund") }),
+        )
     }
     Router::new()
         .route("/accounts/{id}", get(show))
@@ -86,9 +95,15 @@ pub fn package(version: PackageVersion, simulation: &Arc<Simulation>) -> Router 
         };
         tokio::time::sleep(simulation.latency(10, 15) + extra).await;
         if simulation.chance(error_rate) {
-            return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "package label service rejected the dimensions");
+            return Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "package label service rejected the dimensions",
+            );
         }
-        Reply(StatusCode::CREATED, json!({ "package_id": simulation.id("pkg"), "version": version.as_str() }))
+        Reply(
+            StatusCode::CREATED,
+            json!({ "package_id": simulation.id("pkg"), "version": version.as_str() }),
+        )
     }
     async fn show(State((version, simulation)): PackageState, Path(id): Path<String>) -> Reply {
         tokio::time::sleep(simulation.latency(4, 6)).await;
@@ -121,7 +136,8 @@ impl DeliveryState {
 
     fn publish(&self, delivery_id: &str, event_type: &str) {
         let body = json!({ "type": event_type, "delivery_id": delivery_id });
-        self.queue.publish(&self.tracer, &Context::current(), DELIVERY_EVENTS, body);
+        self.queue
+            .publish(&self.tracer, &Context::current(), DELIVERY_EVENTS, body);
     }
 }
 
@@ -135,15 +151,33 @@ pub fn delivery(
     drone_events: &Subscription,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Router {
-    let state = DeliveryState { tracer, extra_latency, simulation: Arc::clone(simulation), queue: Arc::clone(queue) };
-    tasks.push(tokio::spawn(consume_drone_events(state.clone(), Arc::clone(drone_events))));
+    let state = DeliveryState {
+        tracer,
+        extra_latency,
+        simulation: Arc::clone(simulation),
+        queue: Arc::clone(queue),
+    };
+    tasks.push(tokio::spawn(consume_drone_events(
+        state.clone(),
+        Arc::clone(drone_events),
+    )));
 
-    async fn create(State(state): State<DeliveryState>, axum::Json(body): axum::Json<Json>) -> Reply {
+    async fn create(
+        State(state): State<DeliveryState>,
+        axum::Json(body): axum::Json<Json>,
+    ) -> Reply {
         state.work(8).await;
-        let id = body.get("delivery_id").and_then(Json::as_str).unwrap_or("unknown").to_owned();
+        let id = body
+            .get("delivery_id")
+            .and_then(Json::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
         annotate_current(vec![KeyValue::new("app.delivery.id", id.clone())]);
         state.publish(&id, "Created");
-        Reply(StatusCode::CREATED, json!({ "delivery_id": id, "status": "Created" }))
+        Reply(
+            StatusCode::CREATED,
+            json!({ "delivery_id": id, "status": "Created" }),
+        )
     }
     async fn reschedule(State(state): State<DeliveryState>, Path(id): Path<String>) -> Reply {
         state.work(6).await;
@@ -163,7 +197,10 @@ pub fn delivery(
     }
     Router::new()
         .route("/deliveries", post(create))
-        .route("/deliveries/{id}", get(show).patch(reschedule).delete(cancel))
+        .route(
+            "/deliveries/{id}",
+            get(show).patch(reschedule).delete(cancel),
+        )
         .with_state(state)
 }
 
@@ -174,7 +211,11 @@ async fn consume_drone_events(state: DeliveryState, subscription: Subscription) 
         let Some(message) = message else { return };
         let context = queue::consumer_span(&state.tracer, &message, Relation::ChildOf);
         state.work(2).with_context(context.clone()).await;
-        let delivery_id = message.body.get("delivery_id").and_then(Json::as_str).unwrap_or("unknown");
+        let delivery_id = message
+            .body
+            .get("delivery_id")
+            .and_then(Json::as_str)
+            .unwrap_or("unknown");
         let next = match message.body.get("type").and_then(Json::as_str) {
             Some("DroneLocationUpdated") => Some("InTransit"),
             Some("DroneDelivered") => Some("DeliveryComplete"),
@@ -182,7 +223,9 @@ async fn consume_drone_events(state: DeliveryState, subscription: Subscription) 
         };
         if let Some(event_type) = next {
             let body = json!({ "type": event_type, "delivery_id": delivery_id });
-            state.queue.publish(&state.tracer, &context, DELIVERY_EVENTS, body);
+            state
+                .queue
+                .publish(&state.tracer, &context, DELIVERY_EVENTS, body);
         }
         end_span(&context);
     }
@@ -197,24 +240,42 @@ struct DroneState {
     queue: Arc<Queue>,
 }
 
-pub fn drone_management(tracer: ServiceTracer, simulation: &Arc<Simulation>, queue: &Arc<Queue>) -> Router {
+pub fn drone_management(
+    tracer: ServiceTracer,
+    simulation: &Arc<Simulation>,
+    queue: &Arc<Queue>,
+) -> Router {
     async fn assign(State(state): State<DroneState>, axum::Json(body): axum::Json<Json>) -> Reply {
         let simulation = &state.simulation;
         if simulation.drone_outage() {
             // Down hard: refuse at once.
             tokio::time::sleep(Duration::from_millis(1)).await;
-            return Reply::error(StatusCode::SERVICE_UNAVAILABLE, "drone fleet controller offline");
+            return Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "drone fleet controller offline",
+            );
         }
         tokio::time::sleep(simulation.latency(15, 25)).await;
         if simulation.chance(simulation.config.no_drone_available) {
-            return Reply::error(StatusCode::CONFLICT, "no drone available in the pickup area");
+            return Reply::error(
+                StatusCode::CONFLICT,
+                "no drone available in the pickup area",
+            );
         }
-        let delivery_id = body.get("delivery_id").and_then(Json::as_str).unwrap_or("unknown").to_owned();
+        let delivery_id = body
+            .get("delivery_id")
+            .and_then(Json::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
         let drone_id = format!("drone-{:03}", simulation.latency(1, 120).as_millis());
         annotate_current(vec![KeyValue::new("app.drone.id", drone_id.clone())]);
         // The flight outlives the request: its events are sent later, under an
         // INTERNAL span that starts here.
-        let flight = internal_span(&state.tracer, "fly delivery", vec![KeyValue::new("app.drone.id", drone_id.clone())]);
+        let flight = internal_span(
+            &state.tracer,
+            "fly delivery",
+            vec![KeyValue::new("app.drone.id", drone_id.clone())],
+        );
         tokio::spawn(fly(state.clone(), flight, drone_id.clone(), delivery_id));
         Reply::ok(json!({ "drone_id": drone_id }))
     }
@@ -223,15 +284,28 @@ pub fn drone_management(tracer: ServiceTracer, simulation: &Arc<Simulation>, que
     }
     Router::new()
         .route("/drones/assignments", put(assign))
-        .route("/drones/assignments/{delivery_id}", axum::routing::delete(release))
-        .with_state(DroneState { tracer, simulation: Arc::clone(simulation), queue: Arc::clone(queue) })
+        .route(
+            "/drones/assignments/{delivery_id}",
+            axum::routing::delete(release),
+        )
+        .with_state(DroneState {
+            tracer,
+            simulation: Arc::clone(simulation),
+            queue: Arc::clone(queue),
+        })
 }
 
 async fn fly(state: DroneState, flight: Context, drone_id: String, delivery_id: String) {
-    for event_type in ["DroneLocationUpdated", "DroneLocationUpdated", "DroneDelivered"] {
+    for event_type in [
+        "DroneLocationUpdated",
+        "DroneLocationUpdated",
+        "DroneDelivered",
+    ] {
         tokio::time::sleep(state.simulation.latency(80, 150)).await;
         let body = json!({ "type": event_type, "drone_id": drone_id, "delivery_id": delivery_id });
-        state.queue.publish(&state.tracer, &flight, DRONE_EVENTS, body);
+        state
+            .queue
+            .publish(&state.tracer, &flight, DRONE_EVENTS, body);
     }
     end_span(&flight);
 }
@@ -247,17 +321,35 @@ struct HistoryState {
 
 /// Records every delivery and drone event, each in a new trace linked to the
 /// producer's, and serves the history of a delivery.
-pub fn history(tracer: ServiceTracer, simulation: &Arc<Simulation>, queue: &Arc<Queue>, tasks: &mut Vec<JoinHandle<()>>) -> Router {
-    let state = HistoryState { tracer, simulation: Arc::clone(simulation), events: Arc::default() };
+pub fn history(
+    tracer: ServiceTracer,
+    simulation: &Arc<Simulation>,
+    queue: &Arc<Queue>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Router {
+    let state = HistoryState {
+        tracer,
+        simulation: Arc::clone(simulation),
+        events: Arc::default(),
+    };
     for topic in [DELIVERY_EVENTS, DRONE_EVENTS] {
-        tasks.push(tokio::spawn(record_events(state.clone(), queue.subscribe(topic))));
+        tasks.push(tokio::spawn(record_events(
+            state.clone(),
+            queue.subscribe(topic),
+        )));
     }
     async fn show(State(state): State<HistoryState>, Path(id): Path<String>) -> Reply {
         tokio::time::sleep(state.simulation.latency(2, 4)).await;
-        let events = state.events.lock().map(|events| events.get(&id).cloned().unwrap_or_default()).unwrap_or_default();
+        let events = state
+            .events
+            .lock()
+            .map(|events| events.get(&id).cloned().unwrap_or_default())
+            .unwrap_or_default();
         Reply::ok(json!({ "delivery_id": id, "events": events }))
     }
-    Router::new().route("/deliveries/{id}/history", get(show)).with_state(state)
+    Router::new()
+        .route("/deliveries/{id}/history", get(show))
+        .with_state(state)
 }
 
 async fn record_events(state: HistoryState, subscription: Subscription) {
@@ -266,9 +358,15 @@ async fn record_events(state: HistoryState, subscription: Subscription) {
         let Some(message) = message else { return };
         let context = queue::consumer_span(&state.tracer, &message, Relation::LinkTo);
         // Now and then the history store is slow and the queue backs up.
-        let pause = if state.simulation.chance(0.05) { Duration::from_millis(60) } else { Duration::ZERO };
+        let pause = if state.simulation.chance(0.05) {
+            Duration::from_millis(60)
+        } else {
+            Duration::ZERO
+        };
         let insert = database_insert(&state, &context);
-        tokio::time::sleep(state.simulation.latency(1, 4) + pause).with_context(insert.clone()).await;
+        tokio::time::sleep(state.simulation.latency(1, 4) + pause)
+            .with_context(insert.clone())
+            .await;
         end_span(&insert);
         if let (Some(id), Some(event_type)) = (
             message.body.get("delivery_id").and_then(Json::as_str),
@@ -279,7 +377,10 @@ async fn record_events(state: HistoryState, subscription: Subscription) {
                 if events.len() > 10_000 {
                     events.clear();
                 }
-                events.entry(id.to_owned()).or_default().push(event_type.to_owned());
+                events
+                    .entry(id.to_owned())
+                    .or_default()
+                    .push(event_type.to_owned());
             }
         }
         end_span(&context);

@@ -51,16 +51,27 @@ pub struct Simulation {
 impl Simulation {
     pub fn new(config: Config) -> Self {
         let rng = fastrand::Rng::with_seed(config.seed);
-        Self { config, started: Instant::now(), rng: Mutex::new(rng) }
+        Self {
+            config,
+            started: Instant::now(),
+            rng: Mutex::new(rng),
+        }
     }
 
     pub fn chance(&self, probability: f64) -> bool {
-        self.rng.lock().map(|mut rng| rng.f64() < probability).unwrap_or(false)
+        self.rng
+            .lock()
+            .map(|mut rng| rng.f64() < probability)
+            .unwrap_or(false)
     }
 
     /// A latency of `base_ms` plus up to `spread_ms` more.
     pub fn latency(&self, base_ms: u64, spread_ms: u64) -> Duration {
-        let extra = self.rng.lock().map(|mut rng| rng.u64(0..=spread_ms)).unwrap_or(0);
+        let extra = self
+            .rng
+            .lock()
+            .map(|mut rng| rng.u64(0..=spread_ms))
+            .unwrap_or(0);
         Duration::from_millis(base_ms + extra)
     }
 
@@ -102,9 +113,18 @@ impl IntoResponse for Reply {
 }
 
 /// Binds a loopback port and serves `router` behind the server-span middleware.
-async fn serve(router: Router, tracer: ServiceTracer, tasks: &mut Vec<JoinHandle<()>>) -> Result<String, SampleError> {
-    let router = router.layer(axum::middleware::from_fn_with_state(Arc::new(tracer.clone()), server_span));
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(SampleError::Bind)?;
+async fn serve(
+    router: Router,
+    tracer: ServiceTracer,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<String, SampleError> {
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(tracer.clone()),
+        server_span,
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(SampleError::Bind)?;
     let addr = listener.local_addr().map_err(SampleError::Bind)?;
     let name = tracer.identity.instance.clone();
     tasks.push(tokio::spawn(async move {
@@ -120,19 +140,38 @@ pub async fn start(config: &Config, telemetry: &Telemetry) -> Result<System, Sam
     let queue = Arc::new(crate::queue::Queue::default());
     let mut tasks = Vec::new();
     let tracer = |service: &'static str, version: &'static str, instance: &str| {
-        telemetry.tracer(&Identity { service, version, instance: instance.to_owned() })
+        telemetry.tracer(&Identity {
+            service,
+            version,
+            instance: instance.to_owned(),
+        })
     };
 
     let history = tracer(DELIVERY_HISTORY, "1.0.0", "delivery-history-1")?;
-    let delivery_history = serve(backends::history(history.clone(), &simulation, &queue, &mut tasks), history, &mut tasks).await?;
+    let delivery_history = serve(
+        backends::history(history.clone(), &simulation, &queue, &mut tasks),
+        history,
+        &mut tasks,
+    )
+    .await?;
 
     let accounts_tracer = tracer(ACCOUNTS, "3.2.1", "accounts-1")?;
     let accounts = serve(backends::accounts(&simulation), accounts_tracer, &mut tasks).await?;
 
     let v1 = backends::PackageVersion::V1;
-    let package_v1 = serve(backends::package(v1, &simulation), tracer(PACKAGE, v1.as_str(), "package-v1-1")?, &mut tasks).await?;
+    let package_v1 = serve(
+        backends::package(v1, &simulation),
+        tracer(PACKAGE, v1.as_str(), "package-v1-1")?,
+        &mut tasks,
+    )
+    .await?;
     let v2 = backends::PackageVersion::V2;
-    let package_v2 = serve(backends::package(v2, &simulation), tracer(PACKAGE, v2.as_str(), "package-v2-1")?, &mut tasks).await?;
+    let package_v2 = serve(
+        backends::package(v2, &simulation),
+        tracer(PACKAGE, v2.as_str(), "package-v2-1")?,
+        &mut tasks,
+    )
+    .await?;
 
     let mut delivery = Vec::new();
     // One subscription shared by the three instances: each drone event is handled once.
@@ -141,13 +180,29 @@ pub async fn start(config: &Config, telemetry: &Telemetry) -> Result<System, Sam
         let instance = format!("delivery-{number}");
         let delivery_tracer = tracer(DELIVERY, "1.7.0", &instance)?;
         // Instance 3 runs on a worse host: every request takes longer.
-        let extra = if number == 3 { config.slow_delivery_extra_latency } else { Duration::ZERO };
-        let router = backends::delivery(delivery_tracer.clone(), extra, &simulation, &queue, &drone_events, &mut tasks);
+        let extra = if number == 3 {
+            config.slow_delivery_extra_latency
+        } else {
+            Duration::ZERO
+        };
+        let router = backends::delivery(
+            delivery_tracer.clone(),
+            extra,
+            &simulation,
+            &queue,
+            &drone_events,
+            &mut tasks,
+        );
         delivery.push(serve(router, delivery_tracer, &mut tasks).await?);
     }
 
     let drone_tracer = tracer(DRONE_MANAGEMENT, "0.9.4", "drone-management-1")?;
-    let drone_management = serve(backends::drone_management(drone_tracer.clone(), &simulation, &queue), drone_tracer, &mut tasks).await?;
+    let drone_management = serve(
+        backends::drone_management(drone_tracer.clone(), &simulation, &queue),
+        drone_tracer,
+        &mut tasks,
+    )
+    .await?;
 
     let mut addresses = Addresses {
         scheduler: String::new(),

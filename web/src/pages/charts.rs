@@ -24,7 +24,9 @@ pub fn escape(text: &str) -> String {
 
 /// A stable colour per service name, the same on every page.
 pub fn service_colour(service: &str) -> String {
-    let hash = service.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    let hash = service.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
     format!("hsl({}, 55%, 52%)", hash % 360)
 }
 
@@ -56,7 +58,12 @@ fn time_axis(svg: &mut String, start_ns: i64, end_ns: i64, height: f64) {
             4 => "end",
             _ => "middle",
         };
-        let _ = write!(svg, r#"<text class="tick" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#, height - 4.0, short_time(t));
+        let _ = write!(
+            svg,
+            r#"<text class="tick" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
+            height - 4.0,
+            short_time(t)
+        );
     }
 }
 
@@ -67,9 +74,16 @@ pub fn scatter(dots: &[Dot], start_ns: i64, end_ns: i64) -> String {
     let (top, bottom) = (10.0, height - 24.0);
     let max = dots.iter().map(|d| d.duration_ns).max().unwrap_or(1).max(1) as f64;
     let min = dots.iter().map(|d| d.duration_ns).min().unwrap_or(1).max(1) as f64;
-    let (log_min, log_max) = (min.log10().floor(), max.log10().ceil().max(min.log10().floor() + 1.0));
-    let y_of = |ns: i64| bottom - ((ns.max(1) as f64).log10() - log_min) / (log_max - log_min) * (bottom - top);
-    let mut svg = format!(r#"<svg class="chart scatter" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="trace duration over time">"#);
+    let (log_min, log_max) = (
+        min.log10().floor(),
+        max.log10().ceil().max(min.log10().floor() + 1.0),
+    );
+    let y_of = |ns: i64| {
+        bottom - ((ns.max(1) as f64).log10() - log_min) / (log_max - log_min) * (bottom - top)
+    };
+    let mut svg = format!(
+        r#"<svg class="chart scatter" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="trace duration over time">"#
+    );
     let mut exponent = log_min;
     while exponent <= log_max {
         let ns = 10f64.powf(exponent) as i64;
@@ -101,14 +115,30 @@ pub fn scatter(dots: &[Dot], start_ns: i64, end_ns: i64) -> String {
 }
 
 /// A line per series over time buckets; `format` renders the y ticks.
-pub fn line_chart(title: &str, series: &[(&str, Vec<(i64, f64)>)], start_ns: i64, end_ns: i64, format: fn(f64) -> String) -> String {
+pub fn line_chart(
+    title: &str,
+    series: &[(&str, Vec<(i64, f64)>)],
+    start_ns: i64,
+    end_ns: i64,
+    format: fn(f64) -> String,
+) -> String {
     let height = 160.0;
     let (top, bottom) = (22.0, height - 24.0);
-    let max = series.iter().flat_map(|(_, points)| points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
+    let max = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max);
     let max = if max > 0.0 { max * 1.1 } else { 1.0 };
     let y_of = |v: f64| bottom - v / max * (bottom - top);
-    let mut svg = format!(r#"<svg class="chart line" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{}">"#, escape(title));
-    let _ = write!(svg, r#"<text class="chart-title" x="{PLOT_LEFT}" y="14">{}</text>"#, escape(title));
+    let mut svg = format!(
+        r#"<svg class="chart line" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{}">"#,
+        escape(title)
+    );
+    let _ = write!(
+        svg,
+        r#"<text class="chart-title" x="{PLOT_LEFT}" y="14">{}</text>"#,
+        escape(title)
+    );
     for i in 0..=2 {
         let v = max * f64::from(i) / 2.0;
         let y = y_of(v);
@@ -123,9 +153,16 @@ pub fn line_chart(title: &str, series: &[(&str, Vec<(i64, f64)>)], start_ns: i64
     }
     time_axis(&mut svg, start_ns, end_ns, height);
     for (index, (name, points)) in series.iter().enumerate() {
-        let path: Vec<String> =
-            points.iter().map(|(t, v)| format!("{:.1},{:.1}", x_of(*t, start_ns, end_ns), y_of(*v))).collect();
-        let _ = write!(svg, r#"<polyline class="series s{index}" points="{}"><title>{}</title></polyline>"#, path.join(" "), escape(name));
+        let path: Vec<String> = points
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x_of(*t, start_ns, end_ns), y_of(*v)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline class="series s{index}" points="{}"><title>{}</title></polyline>"#,
+            path.join(" "),
+            escape(name)
+        );
         let _ = write!(
             svg,
             r#"<text class="legend s{index}" x="{:.1}" y="14" text-anchor="end">{}</text>"#,
@@ -140,14 +177,31 @@ pub fn line_chart(title: &str, series: &[(&str, Vec<(i64, f64)>)], start_ns: i64
 /// A tiny line of values, for tables.
 pub fn sparkline(values: &[f64]) -> String {
     let (width, height) = (120.0, 24.0);
-    let max = values.iter().copied().fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
-    let step = if values.len() > 1 { width / (values.len() - 1) as f64 } else { width };
+    let max = values
+        .iter()
+        .copied()
+        .fold(0.0f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let step = if values.len() > 1 {
+        width / (values.len() - 1) as f64
+    } else {
+        width
+    };
     let points: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, height - 2.0 - v / max * (height - 4.0)))
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                height - 2.0 - v / max * (height - 4.0)
+            )
+        })
         .collect();
-    format!(r#"<svg class="sparkline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" aria-hidden="true"><polyline points="{}"/></svg>"#, points.join(" "))
+    format!(
+        r#"<svg class="sparkline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" aria-hidden="true"><polyline points="{}"/></svg>"#,
+        points.join(" ")
+    )
 }
 
 /// One histogram bar: a latency bucket and the search that lists its traces.
@@ -163,8 +217,16 @@ pub fn histogram(bars: &[Bar]) -> String {
     let (top, bottom) = (8.0, height - 30.0);
     let max = bars.iter().map(|b| b.count).max().unwrap_or(1).max(1) as f64;
     let slot = (WIDTH - PLOT_LEFT - PLOT_RIGHT) / bars.len().max(1) as f64;
-    let mut svg = format!(r#"<svg class="chart histogram" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="latency histogram">"#);
-    let _ = write!(svg, r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, PLOT_LEFT - 6.0, top + 8.0, max as u64);
+    let mut svg = format!(
+        r#"<svg class="chart histogram" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="latency histogram">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+        PLOT_LEFT - 6.0,
+        top + 8.0,
+        max as u64
+    );
     for (i, bar) in bars.iter().enumerate() {
         let x = PLOT_LEFT + i as f64 * slot;
         let bar_height = bar.count as f64 / max * (bottom - top);
@@ -223,11 +285,17 @@ const ROW_GAP: f64 = 80.0;
 /// Edges that close a cycle (found by a depth-first search from the entry
 /// points) are left out of the layering.
 fn layers(nodes: &[MapNode], edges: &[MapEdge]) -> BTreeMap<String, usize> {
-    let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     let mut incoming = vec![0usize; nodes.len()];
     for edge in edges {
-        if let (Some(&from), Some(&to)) = (index.get(edge.from.as_str()), index.get(edge.to.as_str())) {
+        if let (Some(&from), Some(&to)) =
+            (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+        {
             if from != to {
                 out[from].push(to);
                 incoming[to] += 1;
@@ -271,7 +339,11 @@ fn layers(nodes: &[MapNode], edges: &[MapEdge]) -> BTreeMap<String, usize> {
             break;
         }
     }
-    nodes.iter().zip(layer).map(|(n, l)| (n.name.clone(), l)).collect()
+    nodes
+        .iter()
+        .zip(layer)
+        .map(|(n, l)| (n.name.clone(), l))
+        .collect()
 }
 
 /// The service map as a layered graph: services left to right in call
@@ -280,7 +352,10 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
     let layer_of = layers(nodes, edges);
     let mut columns: BTreeMap<usize, Vec<&MapNode>> = BTreeMap::new();
     for node in nodes {
-        columns.entry(layer_of.get(&node.name).copied().unwrap_or(0)).or_default().push(node);
+        columns
+            .entry(layer_of.get(&node.name).copied().unwrap_or(0))
+            .or_default()
+            .push(node);
     }
     let rows = columns.values().map(Vec::len).max().unwrap_or(1) as f64;
     let width = 40.0 + columns.len() as f64 * LAYER_GAP;
@@ -290,23 +365,46 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
         // Centre short columns vertically.
         let offset = (rows - members.len() as f64) * ROW_GAP / 2.0;
         for (row, node) in members.iter().enumerate() {
-            position.insert(node.name.as_str(), (20.0 + column as f64 * LAYER_GAP, 30.0 + offset + row as f64 * ROW_GAP));
+            position.insert(
+                node.name.as_str(),
+                (
+                    20.0 + column as f64 * LAYER_GAP,
+                    30.0 + offset + row as f64 * ROW_GAP,
+                ),
+            );
         }
     }
     let mut svg = format!(
         r#"<svg class="chart map" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-label="service map"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>"#
     );
     // Labels avoid the boxes and each other.
-    let mut placed: Vec<(f64, f64, f64, f64)> = position.values().map(|&(x, y)| (x, y, NODE_WIDTH, NODE_HEIGHT)).collect();
+    let mut placed: Vec<(f64, f64, f64, f64)> = position
+        .values()
+        .map(|&(x, y)| (x, y, NODE_WIDTH, NODE_HEIGHT))
+        .collect();
     let mut labels = String::new();
     for edge in edges {
-        let (Some(&(fx, fy)), Some(&(tx, ty))) = (position.get(edge.from.as_str()), position.get(edge.to.as_str())) else {
+        let (Some(&(fx, fy)), Some(&(tx, ty))) = (
+            position.get(edge.from.as_str()),
+            position.get(edge.to.as_str()),
+        ) else {
             continue;
         };
         let (x1, y1) = (fx + NODE_WIDTH, fy + NODE_HEIGHT / 2.0);
-        let (x2, y2) = if tx > fx { (tx, ty + NODE_HEIGHT / 2.0) } else { (tx + NODE_WIDTH / 2.0, ty + if ty > fy { 0.0 } else { NODE_HEIGHT }) };
+        let (x2, y2) = if tx > fx {
+            (tx, ty + NODE_HEIGHT / 2.0)
+        } else {
+            (
+                tx + NODE_WIDTH / 2.0,
+                ty + if ty > fy { 0.0 } else { NODE_HEIGHT },
+            )
+        };
         let bend = ((x2 - x1).abs() / 2.0).max(60.0);
-        let class = format!("edge{}{}", if edge.error { " error" } else { "" }, if edge.dashed { " dashed" } else { "" });
+        let class = format!(
+            "edge{}{}",
+            if edge.error { " error" } else { "" },
+            if edge.dashed { " dashed" } else { "" }
+        );
         let _ = write!(
             svg,
             r#"<a href="{}"><path class="{class}" d="M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}" marker-end="url(#arrow)"><title>{}</title></path></a>"#,
@@ -319,7 +417,9 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
         // down until it overlaps no box and no other label.
         let label_width = 6.2 * edge.label.chars().count() as f64 + 10.0;
         let (lx, mut ly) = (x1 + 14.0, y1 + (y2 - y1) * 0.2 - 9.0);
-        while placed.iter().any(|&(px, py, pw, ph)| lx < px + pw && px < lx + label_width && ly < py + ph && py < ly + 18.0) {
+        while placed.iter().any(|&(px, py, pw, ph)| {
+            lx < px + pw && px < lx + label_width && ly < py + ph && py < ly + 18.0
+        }) {
             ly += 19.0;
         }
         placed.push((lx, ly, label_width, 18.0));
@@ -333,14 +433,27 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
             escape(&edge.detail)
         );
     }
-    let bottom = placed.iter().map(|(_, y, _, h)| y + h).fold(height, f64::max);
+    let bottom = placed
+        .iter()
+        .map(|(_, y, _, h)| y + h)
+        .fold(height, f64::max);
     if bottom > height {
-        svg = svg.replacen(&format!("viewBox=\"0 0 {width:.0} {height:.0}\""), &format!("viewBox=\"0 0 {width:.0} {:.0}\"", bottom + 10.0), 1);
+        svg = svg.replacen(
+            &format!("viewBox=\"0 0 {width:.0} {height:.0}\""),
+            &format!("viewBox=\"0 0 {width:.0} {:.0}\"", bottom + 10.0),
+            1,
+        );
     }
     for node in nodes {
-        let Some(&(x, y)) = position.get(node.name.as_str()) else { continue };
+        let Some(&(x, y)) = position.get(node.name.as_str()) else {
+            continue;
+        };
         let class = if node.peer { "node peer" } else { "node" };
-        let colour = if node.peer { "var(--muted)".to_owned() } else { service_colour(&node.name) };
+        let colour = if node.peer {
+            "var(--muted)".to_owned()
+        } else {
+            service_colour(&node.name)
+        };
         let body = format!(
             r#"<g class="{class}"><rect x="{x:.1}" y="{y:.1}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="6" style="stroke:{colour}"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text></g>"#,
             x + NODE_WIDTH / 2.0,
@@ -361,7 +474,10 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
 
 /// Names of the nodes an edge list touches, for building [`MapNode`]s.
 pub fn node_names(edges: &[MapEdge]) -> BTreeSet<String> {
-    edges.iter().flat_map(|e| [e.from.clone(), e.to.clone()]).collect()
+    edges
+        .iter()
+        .flat_map(|e| [e.from.clone(), e.to.clone()])
+        .collect()
 }
 
 #[cfg(test)]
@@ -370,7 +486,10 @@ mod tests {
 
     #[test]
     fn text_from_spans_cannot_break_out_of_the_markup() {
-        assert_eq!(escape(r#"<script>"a"&'b'</script>"#), "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;");
+        assert_eq!(
+            escape(r#"<script>"a"&'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
+        );
     }
 
     fn edge(from: &str, to: &str) -> MapEdge {
@@ -386,13 +505,23 @@ mod tests {
     }
 
     fn node(name: &str) -> MapNode {
-        MapNode { name: name.into(), peer: false, href: None }
+        MapNode {
+            name: name.into(),
+            peer: false,
+            href: None,
+        }
     }
 
     #[test]
     fn services_are_layered_in_call_order_even_with_a_cycle() {
         let nodes = [node("web"), node("orders"), node("db"), node("billing")];
-        let edges = [edge("web", "orders"), edge("orders", "db"), edge("web", "billing"), edge("billing", "orders"), edge("db", "web")];
+        let edges = [
+            edge("web", "orders"),
+            edge("orders", "db"),
+            edge("web", "billing"),
+            edge("billing", "orders"),
+            edge("db", "web"),
+        ];
         let layer = layers(&nodes, &edges);
         assert!(layer["web"] < layer["billing"]);
         assert!(layer["billing"] < layer["orders"]);
@@ -406,8 +535,17 @@ mod tests {
         let svg = service_map(&nodes, &edges);
         let mut rects: Vec<(f64, f64)> = Vec::new();
         for part in svg.split(r#"<g class="edge-label"><rect x=""#).skip(1) {
-            let x: f64 = part.split('"').next().and_then(|v| v.parse().ok()).unwrap_or(-1.0);
-            let y: f64 = part.split("y=\"").nth(1).and_then(|v| v.split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+            let x: f64 = part
+                .split('"')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0);
+            let y: f64 = part
+                .split("y=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0);
             rects.push((x, y));
         }
         assert_eq!(rects.len(), 3);
@@ -421,8 +559,17 @@ mod tests {
 
     #[test]
     fn a_scatter_dot_links_to_its_trace() {
-        let dots = [Dot { time_ns: 5, duration_ns: 1_000_000, error: true, href: "/traces/ab".into(), label: "GET /".into() }];
+        let dots = [Dot {
+            time_ns: 5,
+            duration_ns: 1_000_000,
+            error: true,
+            href: "/traces/ab".into(),
+            label: "GET /".into(),
+        }];
         let svg = scatter(&dots, 0, 10);
-        assert!(svg.contains(r#"<a href="/traces/ab"><circle class="dot error""#), "{svg}");
+        assert!(
+            svg.contains(r#"<a href="/traces/ab"><circle class="dot error""#),
+            "{svg}"
+        );
     }
 }

@@ -71,7 +71,9 @@ struct ComparePage {
 fn tallies(trace: &AssembledTrace) -> BTreeMap<(String, String), Tally> {
     let mut tallies: BTreeMap<(String, String), Tally> = BTreeMap::new();
     for node in &trace.spans {
-        let tally = tallies.entry((node.span.service_name.clone(), node.span.name.clone())).or_default();
+        let tally = tallies
+            .entry((node.span.service_name.clone(), node.span.name.clone()))
+            .or_default();
         tally.count += 1;
         tally.total_ns += node.span.duration_ns;
         tally.errors += usize::from(node.span.status_code == "ERROR");
@@ -82,7 +84,10 @@ fn tallies(trace: &AssembledTrace) -> BTreeMap<(String, String), Tally> {
 fn side(trace: &AssembledTrace) -> Side {
     Side {
         id: trace.trace_id.clone(),
-        root: trace.main_root().map(|r| format!("{}: {}", r.span.service_name, r.span.name)).unwrap_or_default(),
+        root: trace
+            .main_root()
+            .map(|r| format!("{}: {}", r.span.service_name, r.span.name))
+            .unwrap_or_default(),
         duration: duration(trace.duration_ns()),
         spans: trace.spans.len(),
         errors: trace.error_count(),
@@ -100,7 +105,10 @@ fn rows(a: &AssembledTrace, b: &AssembledTrace) -> Vec<Row> {
         .into_iter()
         .map(|key| {
             let (ta, tb) = (tallies_a.get(key), tallies_b.get(key));
-            let (one, two) = (ta.copied().unwrap_or_default(), tb.copied().unwrap_or_default());
+            let (one, two) = (
+                ta.copied().unwrap_or_default(),
+                tb.copied().unwrap_or_default(),
+            );
             let delta = two.total_ns - one.total_ns;
             let presence = match (ta, tb) {
                 (Some(_), None) => "a",
@@ -112,7 +120,11 @@ fn rows(a: &AssembledTrace, b: &AssembledTrace) -> Vec<Row> {
                 "both" if delta < 0 => "faster",
                 _ => "",
             };
-            let rank = if presence == "both" { delta.abs() } else { i64::MAX };
+            let rank = if presence == "both" {
+                delta.abs()
+            } else {
+                i64::MAX
+            };
             let row = Row {
                 colour: service_colour(&key.0),
                 service: key.0.clone(),
@@ -120,9 +132,21 @@ fn rows(a: &AssembledTrace, b: &AssembledTrace) -> Vec<Row> {
                 presence,
                 count_a: one.count,
                 count_b: two.count,
-                total_a: if ta.is_some() { duration(one.total_ns) } else { "–".to_owned() },
-                total_b: if tb.is_some() { duration(two.total_ns) } else { "–".to_owned() },
-                difference: if presence == "both" { format!("{}{}", if delta > 0 { "+" } else { "" }, duration(delta)) } else { String::new() },
+                total_a: if ta.is_some() {
+                    duration(one.total_ns)
+                } else {
+                    "–".to_owned()
+                },
+                total_b: if tb.is_some() {
+                    duration(two.total_ns)
+                } else {
+                    "–".to_owned()
+                },
+                difference: if presence == "both" {
+                    format!("{}{}", if delta > 0 { "+" } else { "" }, duration(delta))
+                } else {
+                    String::new()
+                },
                 trend,
                 errors_a: one.errors,
                 errors_b: two.errors,
@@ -130,21 +154,31 @@ fn rows(a: &AssembledTrace, b: &AssembledTrace) -> Vec<Row> {
             (rank, row)
         })
         .collect();
-    rows.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| (&x.1.service, &x.1.operation).cmp(&(&y.1.service, &y.1.operation))));
+    rows.sort_by(|x, y| {
+        y.0.cmp(&x.0)
+            .then_with(|| (&x.1.service, &x.1.operation).cmp(&(&y.1.service, &y.1.operation)))
+    });
     rows.into_iter().map(|(_, row)| row).collect()
 }
 
 async fn load(state: &AppState, label: &str, id: &str) -> Result<AssembledTrace, PageError> {
-    let not_found = |message: String| PageError::new(StatusCode::NOT_FOUND, "Trace not found", message);
-    let normalized = normalize_trace_id(id).ok_or_else(|| not_found(format!("trace {label} ({id:?}) is not a trace id")))?;
+    let not_found =
+        |message: String| PageError::new(StatusCode::NOT_FOUND, "Trace not found", message);
+    let normalized = normalize_trace_id(id)
+        .ok_or_else(|| not_found(format!("trace {label} ({id:?}) is not a trace id")))?;
     let spans = state.engine.trace(&normalized).await?;
     if spans.is_empty() {
-        return Err(not_found(format!("no span of trace {label} ({normalized}) is in the store")));
+        return Err(not_found(format!(
+            "no span of trace {label} ({normalized}) is in the store"
+        )));
     }
     Ok(assemble(&normalized, spans))
 }
 
-pub async fn page(State(state): State<AppState>, Query(query): Query<CompareQuery>) -> Result<Response, PageError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<CompareQuery>,
+) -> Result<Response, PageError> {
     let a = query.a.unwrap_or_default().trim().to_owned();
     let b = query.b.unwrap_or_default().trim().to_owned();
     let (mut sides, mut table) = (Vec::new(), Vec::new());
@@ -172,7 +206,15 @@ mod tests {
 
     use super::*;
 
-    fn span(trace: &str, id: &str, parent: Option<&str>, service: &str, name: &str, start: i64, duration_ns: i64) -> SpanData {
+    fn span(
+        trace: &str,
+        id: &str,
+        parent: Option<&str>,
+        service: &str,
+        name: &str,
+        start: i64,
+        duration_ns: i64,
+    ) -> SpanData {
         SpanData {
             trace_id: trace.into(),
             span_id: id.into(),
@@ -188,21 +230,35 @@ mod tests {
 
     #[test]
     fn operations_in_one_trace_only_come_first_then_the_biggest_differences() {
-        let a = assemble("a", vec![
-            span("a", "1", None, "web", "GET /", 0, 100),
-            span("a", "2", Some("1"), "db", "SELECT", 10, 20),
-            span("a", "3", Some("1"), "cache", "GET", 40, 5),
-        ]);
-        let b = assemble("b", vec![
-            span("b", "1", None, "web", "GET /", 0, 300),
-            span("b", "2", Some("1"), "db", "SELECT", 10, 250),
-            span("b", "4", Some("1"), "retry", "GET", 270, 10),
-        ]);
+        let a = assemble(
+            "a",
+            vec![
+                span("a", "1", None, "web", "GET /", 0, 100),
+                span("a", "2", Some("1"), "db", "SELECT", 10, 20),
+                span("a", "3", Some("1"), "cache", "GET", 40, 5),
+            ],
+        );
+        let b = assemble(
+            "b",
+            vec![
+                span("b", "1", None, "web", "GET /", 0, 300),
+                span("b", "2", Some("1"), "db", "SELECT", 10, 250),
+                span("b", "4", Some("1"), "retry", "GET", 270, 10),
+            ],
+        );
         let table = rows(&a, &b);
-        let summary: Vec<(&str, &str, &str)> = table.iter().map(|r| (r.service.as_str(), r.presence, r.difference.as_str())).collect();
+        let summary: Vec<(&str, &str, &str)> = table
+            .iter()
+            .map(|r| (r.service.as_str(), r.presence, r.difference.as_str()))
+            .collect();
         assert_eq!(
             summary,
-            vec![("cache", "a", ""), ("retry", "b", ""), ("db", "both", "+230ns"), ("web", "both", "+200ns")]
+            vec![
+                ("cache", "a", ""),
+                ("retry", "b", ""),
+                ("db", "both", "+230ns"),
+                ("web", "both", "+200ns")
+            ]
         );
         assert_eq!(table[2].trend, "slower");
     }

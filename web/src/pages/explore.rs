@@ -50,31 +50,67 @@ struct ExplorePage {
 }
 
 fn plain(value: f64) -> String {
-    if value.abs() >= 1000.0 || value == value.trunc() { format!("{value:.0}") } else { format!("{value:.3}") }
+    if value.abs() >= 1000.0 || value == value.trunc() {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
+    }
 }
 
-pub async fn page(State(state): State<AppState>, Query(query): Query<ExploreQuery>) -> Result<Response, PageError> {
-    let range = Range::resolve(&RangeQuery { lookback: query.lookback.clone(), start: query.start.clone(), end: query.end.clone() })?;
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<ExploreQuery>,
+) -> Result<Response, PageError> {
+    let range = Range::resolve(&RangeQuery {
+        lookback: query.lookback.clone(),
+        start: query.start.clone(),
+        end: query.end.clone(),
+    })?;
     let metric = query.metric.clone().unwrap_or_default();
     let service = query.service.clone().unwrap_or_default();
-    let known: Vec<MetricInfo> = state.engine.metric_names(range.start_ns, range.end_ns).await?;
-    let services = known.iter().find(|m| m.name == metric).map(|m| m.services.clone()).unwrap_or_default();
+    let known: Vec<MetricInfo> = state
+        .engine
+        .metric_names(range.start_ns, range.end_ns)
+        .await?;
+    let services = known
+        .iter()
+        .find(|m| m.name == metric)
+        .map(|m| m.services.clone())
+        .unwrap_or_default();
     let (mut chart, mut description) = (String::new(), String::new());
     if !metric.is_empty() {
         let step = ((range.end_ns - range.start_ns) / BUCKETS).max(1_000_000_000);
         let data = state
             .engine
-            .metric_chart(&metric, Some(service.as_str()).filter(|s| !s.is_empty()), range.start_ns, range.end_ns, step)
+            .metric_chart(
+                &metric,
+                Some(service.as_str()).filter(|s| !s.is_empty()),
+                range.start_ns,
+                range.end_ns,
+                step,
+            )
             .await?;
         description = match (data.metric_type.as_str(), data.temporality.as_str()) {
             ("", _) => "No data points in this range.".to_owned(),
-            ("histogram", _) => format!("histogram ({}): p50, p95 and p99 estimated from the bucket counts, per {}", data.temporality, duration(step)),
+            ("histogram", _) => format!(
+                "histogram ({}): p50, p95 and p99 estimated from the bucket counts, per {}",
+                data.temporality,
+                duration(step)
+            ),
             ("sum", "delta") => format!("delta sum: total per second, per {}", duration(step)),
             (kind, _) => format!("{kind}: mean per {}", duration(step)),
         };
         let unit = data.unit.clone();
-        let series: Vec<(&str, Vec<(i64, f64)>)> = data.series.iter().map(|s| (s.label.as_str(), s.points.clone())).collect();
-        let title = if unit.is_empty() { metric.clone() } else { format!("{metric} ({unit})") };
+        let series: Vec<(&str, Vec<(i64, f64)>)> = data
+            .series
+            .iter()
+            .map(|s| (s.label.as_str(), s.points.clone()))
+            .collect();
+        let title = if unit.is_empty() {
+            metric.clone()
+        } else {
+            format!("{metric} ({unit})")
+        };
         chart = line_chart(&title, &series, range.start_ns, range.end_ns, plain);
     }
     let metrics = known

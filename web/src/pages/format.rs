@@ -16,22 +16,35 @@ pub fn duration(ns: i64) -> String {
             return format!("{sign}{}m{:02}s", seconds / 60, seconds % 60);
         }
     };
-    let digits = if value < 10.0 { 2 } else if value < 100.0 { 1 } else { 0 };
+    let digits = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
     format!("{sign}{value:.digits$}{unit}")
 }
 
 fn datetime(ns: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+    DateTime::from_timestamp(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// `2026-11-25 14:03:07.123 UTC`
 pub fn timestamp(ns: i64) -> String {
-    datetime(ns).map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()).unwrap_or_default()
+    datetime(ns)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// `14:03:07` (UTC), for chart axes.
 pub fn short_time(ns: i64) -> String {
-    datetime(ns).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default()
+    datetime(ns)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 /// A share as a percentage: `0%`, `0.35%`, `12.5%`.
@@ -73,8 +86,14 @@ mod tests {
 
     #[test]
     fn times_are_utc() {
-        assert_eq!(timestamp(1_795_132_800_123_000_000), "2026-11-20 00:00:00.123 UTC");
-        assert_eq!(short_time(1_795_132_800_000_000_000 + 3_723_000_000_000), "01:02:03");
+        assert_eq!(
+            timestamp(1_795_132_800_123_000_000),
+            "2026-11-20 00:00:00.123 UTC"
+        );
+        assert_eq!(
+            short_time(1_795_132_800_000_000_000 + 3_723_000_000_000),
+            "01:02:03"
+        );
     }
 
     #[test]

@@ -37,15 +37,33 @@ struct MapPage {
 fn edge_href(edge: &Edge, range: &Range) -> String {
     let query = range.query();
     match edge.kind {
-        EdgeKind::Call => format!("/?service={}&tags={}&{query}", url_encode(&edge.to), url_encode("span.kind=server")),
-        EdgeKind::Link => format!("/?service={}&tags={}&{query}", url_encode(&edge.to), url_encode("span.kind=consumer")),
-        EdgeKind::Peer => format!("/?service={}&tags={}&{query}", url_encode(&edge.from), url_encode(&format!("peer.service={}", edge.to))),
+        EdgeKind::Call => format!(
+            "/?service={}&tags={}&{query}",
+            url_encode(&edge.to),
+            url_encode("span.kind=server")
+        ),
+        EdgeKind::Link => format!(
+            "/?service={}&tags={}&{query}",
+            url_encode(&edge.to),
+            url_encode("span.kind=consumer")
+        ),
+        EdgeKind::Peer => format!(
+            "/?service={}&tags={}&{query}",
+            url_encode(&edge.from),
+            url_encode(&format!("peer.service={}", edge.to))
+        ),
     }
 }
 
-pub async fn page(State(state): State<AppState>, Query(query): Query<RangeQuery>) -> Result<Response, PageError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, PageError> {
     let range = Range::resolve(&query)?;
-    let edges = state.engine.service_map(range.start_ns, range.end_ns).await?;
+    let edges = state
+        .engine
+        .service_map(range.start_ns, range.end_ns)
+        .await?;
     let seconds = range.seconds();
     let map_edges: Vec<MapEdge> = edges
         .iter()
@@ -77,13 +95,23 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<RangeQuery>
     // A node is a peer when only peer edges lead to it and it calls no one.
     let services: BTreeSet<&str> = edges
         .iter()
-        .flat_map(|e| if e.kind == EdgeKind::Peer { vec![e.from.as_str()] } else { vec![e.from.as_str(), e.to.as_str()] })
+        .flat_map(|e| {
+            if e.kind == EdgeKind::Peer {
+                vec![e.from.as_str()]
+            } else {
+                vec![e.from.as_str(), e.to.as_str()]
+            }
+        })
         .collect();
     let nodes: Vec<MapNode> = node_names(&map_edges)
         .into_iter()
         .map(|name| {
             let peer = !services.contains(name.as_str());
-            MapNode { href: (!peer).then(|| service_href(&name, &range)), peer, name }
+            MapNode {
+                href: (!peer).then(|| service_href(&name, &range)),
+                peer,
+                name,
+            }
         })
         .collect();
     let page = MapPage {

@@ -34,25 +34,58 @@ pub fn routes() -> Router<AppState> {
         .route("/traces/{trace_id}", get(trace::page))
         .route("/traces/{trace_id}/otlp.json", get(otlp::download))
         .route("/compare", get(compare::page))
-        .route("/upload", get(otlp::upload_form).post(otlp::upload).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
+        .route(
+            "/upload",
+            get(otlp::upload_form)
+                .post(otlp::upload)
+                .layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
         .route("/services", get(services::list))
         .route("/services/{service}", get(services::page))
         .route("/map", get(map::page))
         .route("/sql", get(sql::page))
         .route("/explore", get(explore::page))
-        .route("/static/weft.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/weft.css")) }))
-        .route("/static/weft.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../static/weft.js")) }))
+        .route(
+            "/static/weft.css",
+            get(|| async {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("../../static/weft.css"),
+                )
+            }),
+        )
+        .route(
+            "/static/weft.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../static/weft.js"),
+                )
+            }),
+        )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Renders a page; a template failure becomes an error page, never a blank.
 fn render<T: Template>(page: &T) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
-        Err(error) => PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be drawn", error.to_string()).into_response(),
+        Err(error) => PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The page could not be drawn",
+            error.to_string(),
+        )
+        .into_response(),
     }
 }
 
@@ -76,11 +109,19 @@ pub struct PageError {
 
 impl PageError {
     pub fn new(status: StatusCode, heading: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status, heading: heading.into(), message: message.into() }
+        Self {
+            status,
+            heading: heading.into(),
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "That request cannot be answered", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "That request cannot be answered",
+            message,
+        )
     }
 }
 
@@ -89,7 +130,11 @@ impl From<QueryError> for PageError {
         if error.is_client_error() {
             Self::bad_request(error.to_string())
         } else {
-            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "The query failed", error.to_string())
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The query failed",
+                error.to_string(),
+            )
         }
     }
 }
@@ -103,14 +148,20 @@ impl IntoResponse for PageError {
             message: &self.message,
             status: self.status.as_u16(),
         };
-        let html = page.render().unwrap_or_else(|_| format!("{}: {}", self.heading, self.message));
+        let html = page
+            .render()
+            .unwrap_or_else(|_| format!("{}: {}", self.heading, self.message));
         (self.status, Html(html)).into_response()
     }
 }
 
 /// Any path no route knows.
 pub async fn not_found(uri: axum::http::Uri) -> PageError {
-    PageError::new(StatusCode::NOT_FOUND, "Page not found", format!("Nothing lives at {}.", uri.path()))
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        format!("Nothing lives at {}.", uri.path()),
+    )
 }
 
 /// The time-range presets every page offers.
@@ -125,7 +176,10 @@ const LOOKBACKS: [(&str, &str); 7] = [
 ];
 
 fn lookbacks() -> Vec<(String, String)> {
-    LOOKBACKS.iter().map(|(value, label)| ((*value).to_owned(), (*label).to_owned())).collect()
+    LOOKBACKS
+        .iter()
+        .map(|(value, label)| ((*value).to_owned(), (*label).to_owned()))
+        .collect()
 }
 
 /// `lookback` (a preset or any Go duration), or `start`/`end` in µs since the epoch.
@@ -148,23 +202,49 @@ pub struct Range {
 
 impl Range {
     fn resolve(query: &RangeQuery) -> Result<Self, PageError> {
-        let given = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let given = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         let (start, end) = (given(&query.start), given(&query.end));
         let explicit = (start.is_some() || end.is_some()).then(|| {
             [("start", &start), ("end", &end)]
                 .iter()
-                .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={}", url_encode(v))))
+                .filter_map(|(name, value)| {
+                    value.as_ref().map(|v| format!("{name}={}", url_encode(v)))
+                })
                 .collect::<Vec<_>>()
                 .join("&")
         });
-        let lookback = if explicit.is_some() { String::new() } else { given(&query.lookback).unwrap_or_else(|| "1h".to_owned()) };
-        let (start_ns, end_ns) =
-            time_range(start.as_deref(), end.as_deref(), Some(&lookback), 3_600_000_000_000).map_err(PageError::bad_request)?;
-        Ok(Self { start_ns, end_ns, lookback, explicit })
+        let lookback = if explicit.is_some() {
+            String::new()
+        } else {
+            given(&query.lookback).unwrap_or_else(|| "1h".to_owned())
+        };
+        let (start_ns, end_ns) = time_range(
+            start.as_deref(),
+            end.as_deref(),
+            Some(&lookback),
+            3_600_000_000_000,
+        )
+        .map_err(PageError::bad_request)?;
+        Ok(Self {
+            start_ns,
+            end_ns,
+            lookback,
+            explicit,
+        })
     }
 
     fn text(&self) -> String {
-        format!("{} to {}", format::timestamp(self.start_ns), format::timestamp(self.end_ns))
+        format!(
+            "{} to {}",
+            format::timestamp(self.start_ns),
+            format::timestamp(self.end_ns)
+        )
     }
 
     fn seconds(&self) -> f64 {
@@ -247,17 +327,31 @@ mod tests {
     /// The whole app over an empty store in `dir`.
     fn app(dir: &std::path::Path) -> Router {
         let store = weft_collector::Store::local(dir).expect("a store in a temporary directory");
-        let engine = QueryEngine::new(store.objects(), None, QueryLimits::default()).expect("an engine");
-        crate::routes::app(AppState { engine: Arc::new(engine) })
+        let engine =
+            QueryEngine::new(store.objects(), None, QueryLimits::default()).expect("an engine");
+        crate::routes::app(AppState {
+            engine: Arc::new(engine),
+        })
     }
 
     async fn get(app: Router, uri: &str) -> (StatusCode, String, String) {
         let request = Request::get(uri).body(Body::empty()).expect("a request");
         let response = app.oneshot(request).await.expect("a response");
         let status = response.status();
-        let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("a body");
-        (status, content_type, String::from_utf8_lossy(&body).into_owned())
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .expect("a body");
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     #[tokio::test]
@@ -275,7 +369,10 @@ mod tests {
         ] {
             let (status, content_type, body) = get(app(dir.path()), uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}: {body}");
-            assert!(content_type.starts_with("text/html"), "{uri}: {content_type}");
+            assert!(
+                content_type.starts_with("text/html"),
+                "{uri}: {content_type}"
+            );
             assert!(body.contains(text), "{uri} lacks {text:?}");
         }
     }
@@ -284,17 +381,40 @@ mod tests {
     async fn errors_are_pages_with_their_status() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         for (uri, status, text) in [
-            ("/traces/0123456789abcdef0123456789abcdef", StatusCode::NOT_FOUND, "Trace not found"),
-            ("/traces/not-hex", StatusCode::NOT_FOUND, "is not a trace id"),
-            ("/services/nobody", StatusCode::NOT_FOUND, "Service not found"),
+            (
+                "/traces/0123456789abcdef0123456789abcdef",
+                StatusCode::NOT_FOUND,
+                "Trace not found",
+            ),
+            (
+                "/traces/not-hex",
+                StatusCode::NOT_FOUND,
+                "is not a trace id",
+            ),
+            (
+                "/services/nobody",
+                StatusCode::NOT_FOUND,
+                "Service not found",
+            ),
             ("/no/such/page", StatusCode::NOT_FOUND, "Page not found"),
-            ("/services?lookback=soon", StatusCode::BAD_REQUEST, "lookback"),
+            (
+                "/services?lookback=soon",
+                StatusCode::BAD_REQUEST,
+                "lookback",
+            ),
             ("/?minDuration=fast", StatusCode::OK, "is not a duration"),
-            ("/sql?q=DROP%20TABLE%20spans", StatusCode::OK, "class=\"sql-error\""),
+            (
+                "/sql?q=DROP%20TABLE%20spans",
+                StatusCode::OK,
+                "class=\"sql-error\"",
+            ),
         ] {
             let (actual, content_type, body) = get(app(dir.path()), uri).await;
             assert_eq!(actual, status, "{uri}: {body}");
-            assert!(content_type.starts_with("text/html"), "{uri}: {content_type}");
+            assert!(
+                content_type.starts_with("text/html"),
+                "{uri}: {content_type}"
+            );
             assert!(body.contains(text), "{uri} lacks {text:?}: {body}");
         }
     }
@@ -303,7 +423,10 @@ mod tests {
     async fn assets_are_served_with_their_types() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (status, content_type, body) = get(app(dir.path()), "/static/weft.css").await;
-        assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/css; charset=utf-8"));
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "text/css; charset=utf-8")
+        );
         assert!(body.contains("--bg"));
         let (_, content_type, _) = get(app(dir.path()), "/static/weft.js").await;
         assert_eq!(content_type, "text/javascript; charset=utf-8");

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use serde::Deserialize;
@@ -24,7 +26,10 @@ use crate::jaeger::normalize_trace_id;
 use crate::routes::AppState;
 
 fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2).filter_map(|i| text.get(2 * i..2 * i + 2)).filter_map(|pair| u8::from_str_radix(pair, 16).ok()).collect()
+    (0..text.len() / 2)
+        .filter_map(|i| text.get(2 * i..2 * i + 2))
+        .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
+        .collect()
 }
 
 fn any_value(value: &AttributeValue) -> AnyValue {
@@ -33,7 +38,9 @@ fn any_value(value: &AttributeValue) -> AnyValue {
         AttributeValue::Bool(b) => Some(any_value::Value::BoolValue(*b)),
         AttributeValue::Int(i) => Some(any_value::Value::IntValue(*i)),
         AttributeValue::Double(d) => Some(any_value::Value::DoubleValue(*d)),
-        AttributeValue::Bytes(b) => Some(any_value::Value::BytesValue(BASE64.decode(b).unwrap_or_default())),
+        AttributeValue::Bytes(b) => Some(any_value::Value::BytesValue(
+            BASE64.decode(b).unwrap_or_default(),
+        )),
         // Stored as the OTLP/JSON of the array's values or of the list's key-values.
         AttributeValue::Json(text) => {
             if let Ok(values) = serde_json::from_str::<Vec<KeyValue>>(text) {
@@ -50,7 +57,14 @@ fn any_value(value: &AttributeValue) -> AnyValue {
 }
 
 fn key_values(attributes: &[Attribute]) -> Vec<KeyValue> {
-    attributes.iter().map(|a| KeyValue { key: a.key.clone(), value: Some(any_value(&a.value)), ..Default::default() }).collect()
+    attributes
+        .iter()
+        .map(|a| KeyValue {
+            key: a.key.clone(),
+            value: Some(any_value(&a.value)),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn kind_number(kind: &str) -> i32 {
@@ -81,7 +95,11 @@ fn span_message(data: &SpanData) -> Span {
         trace_id: unhex(&data.trace_id),
         span_id: unhex(&data.span_id),
         trace_state: data.trace_state.clone().unwrap_or_default(),
-        parent_span_id: data.parent_span_id.as_deref().map(unhex).unwrap_or_default(),
+        parent_span_id: data
+            .parent_span_id
+            .as_deref()
+            .map(unhex)
+            .unwrap_or_default(),
         flags: data.flags,
         name: data.name.clone(),
         kind: kind_number(&data.kind),
@@ -91,7 +109,12 @@ fn span_message(data: &SpanData) -> Span {
         events: data
             .events
             .iter()
-            .map(|e| span::Event { time_unix_nano: nanos(e.time_ns), name: e.name.clone(), attributes: key_values(&e.attributes), ..Default::default() })
+            .map(|e| span::Event {
+                time_unix_nano: nanos(e.time_ns),
+                name: e.name.clone(),
+                attributes: key_values(&e.attributes),
+                ..Default::default()
+            })
             .collect(),
         links: data
             .links
@@ -104,7 +127,10 @@ fn span_message(data: &SpanData) -> Span {
                 ..Default::default()
             })
             .collect(),
-        status: Some(Status { code: status_number(&data.status_code), message: data.status_message.clone().unwrap_or_default() }),
+        status: Some(Status {
+            code: status_number(&data.status_code),
+            message: data.status_message.clone().unwrap_or_default(),
+        }),
         ..Default::default()
     }
 }
@@ -116,7 +142,10 @@ pub fn export_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
     let mut resources: Vec<(Vec<KeyValue>, BTreeMap<ScopeKey, Vec<Span>>)> = Vec::new();
     for data in spans {
         let resource = key_values(&data.resource_attributes);
-        let index = match resources.iter().position(|(attributes, _)| *attributes == resource) {
+        let index = match resources
+            .iter()
+            .position(|(attributes, _)| *attributes == resource)
+        {
             Some(index) => index,
             None => {
                 resources.push((resource, BTreeMap::new()));
@@ -132,11 +161,18 @@ pub fn export_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
         resource_spans: resources
             .into_iter()
             .map(|(attributes, scopes)| ResourceSpans {
-                resource: Some(Resource { attributes, ..Default::default() }),
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
                 scope_spans: scopes
                     .into_iter()
                     .map(|((name, version), spans)| ScopeSpans {
-                        scope: Some(InstrumentationScope { name: name.unwrap_or_default(), version: version.unwrap_or_default(), ..Default::default() }),
+                        scope: Some(InstrumentationScope {
+                            name: name.unwrap_or_default(),
+                            version: version.unwrap_or_default(),
+                            ..Default::default()
+                        }),
                         spans,
                         ..Default::default()
                     })
@@ -147,8 +183,17 @@ pub fn export_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
     }
 }
 
-pub async fn download(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, PageError> {
-    let not_found = || PageError::new(StatusCode::NOT_FOUND, "Trace not found", format!("No span of trace {trace_id:?} is in the store."));
+pub async fn download(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, PageError> {
+    let not_found = || {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            "Trace not found",
+            format!("No span of trace {trace_id:?} is in the store."),
+        )
+    };
     let id = normalize_trace_id(&trace_id).ok_or_else(not_found)?;
     let spans = state.engine.trace(&id).await?;
     if spans.is_empty() {
@@ -156,10 +201,22 @@ pub async fn download(State(state): State<AppState>, Path(trace_id): Path<String
     }
     let trace = assemble(&id, spans);
     let ordered: Vec<SpanData> = trace.spans.into_iter().map(|node| node.span).collect();
-    let body = serde_json::to_string(&export_request(&ordered))
-        .map_err(|error| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "The trace could not be written", error.to_string()))?;
+    let body = serde_json::to_string(&export_request(&ordered)).map_err(|error| {
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The trace could not be written",
+            error.to_string(),
+        )
+    })?;
     let disposition = format!("attachment; filename=\"trace-{id}.otlp.json\"");
-    Ok(([(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Template)]
@@ -171,7 +228,11 @@ struct UploadPage {
 }
 
 pub async fn upload_form() -> Response {
-    render(&UploadPage { title: "Open a trace file", nav: "upload", error: None })
+    render(&UploadPage {
+        title: "Open a trace file",
+        nav: "upload",
+        error: None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,26 +249,40 @@ pub async fn upload(Form(form): Form<UploadForm>) -> Response {
             let Some((id, spans)) = traces.into_iter().next() else {
                 return bad_upload("The file holds no spans.".to_owned());
             };
-            render(&trace_page(assemble(&id, spans), Source::Uploaded { other_traces: others }))
+            render(&trace_page(
+                assemble(&id, spans),
+                Source::Uploaded {
+                    other_traces: others,
+                },
+            ))
         }
         Err(message) => bad_upload(message),
     }
 }
 
 fn bad_upload(message: String) -> Response {
-    let page = UploadPage { title: "Open a trace file", nav: "upload", error: Some(message) };
+    let page = UploadPage {
+        title: "Open a trace file",
+        nav: "upload",
+        error: Some(message),
+    };
     (StatusCode::BAD_REQUEST, render(&page)).into_response()
 }
 
 /// Decodes OTLP/JSON, drops what the collector would reject, and groups by trace.
 fn uploaded_traces(text: &str) -> Result<Vec<(String, Vec<SpanData>)>, String> {
-    let mut request: ExportTraceServiceRequest =
-        serde_json::from_str(text).map_err(|error| format!("This is not an OTLP/JSON trace export: {error}"))?;
+    let mut request: ExportTraceServiceRequest = serde_json::from_str(text)
+        .map_err(|error| format!("This is not an OTLP/JSON trace export: {error}"))?;
     let rejected = weft_collector::convert::validate::traces(&mut request);
-    let batch = weft_collector::convert::spans::to_record_batch(&request).map_err(|error| format!("The spans could not be read: {error}"))?;
-    let spans = read_spans(&batch).map_err(|error| format!("The spans could not be read: {error}"))?;
+    let batch = weft_collector::convert::spans::to_record_batch(&request)
+        .map_err(|error| format!("The spans could not be read: {error}"))?;
+    let spans =
+        read_spans(&batch).map_err(|error| format!("The spans could not be read: {error}"))?;
     if spans.is_empty() {
-        return Err(format!("The file holds no valid spans. {}", rejected.summary("span")));
+        return Err(format!(
+            "The file holds no valid spans. {}",
+            rejected.summary("span")
+        ));
     }
     let mut traces: BTreeMap<String, Vec<SpanData>> = BTreeMap::new();
     for span in spans {
@@ -223,7 +298,10 @@ mod tests {
     use super::*;
 
     fn attribute(key: &str, value: AttributeValue) -> Attribute {
-        Attribute { key: key.into(), value }
+        Attribute {
+            key: key.into(),
+            value,
+        }
     }
 
     #[test]
@@ -243,35 +321,72 @@ mod tests {
                 attribute("http.route", AttributeValue::String("/orders".into())),
                 attribute("retry", AttributeValue::Bool(true)),
                 attribute("count", AttributeValue::Int(7)),
-                attribute("tags", AttributeValue::Json(r#"[{"stringValue":"a"},{"intValue":"2"}]"#.into())),
+                attribute(
+                    "tags",
+                    AttributeValue::Json(r#"[{"stringValue":"a"},{"intValue":"2"}]"#.into()),
+                ),
             ],
-            resource_attributes: vec![attribute("service.name", AttributeValue::String("orders".into()))],
+            resource_attributes: vec![attribute(
+                "service.name",
+                AttributeValue::String("orders".into()),
+            )],
             scope_name: Some("weft-test".into()),
             scope_version: Some("1.0".into()),
-            events: vec![SpanEvent { time_ns: 1_795_132_800_010_000_000, name: "cache miss".into(), attributes: vec![] }],
-            links: vec![SpanLink { trace_id: "0af7651916cd43dd8448eb211c80319d".into(), span_id: "b7ad6b7169203332".into(), trace_state: None, attributes: vec![] }],
+            events: vec![SpanEvent {
+                time_ns: 1_795_132_800_010_000_000,
+                name: "cache miss".into(),
+                attributes: vec![],
+            }],
+            links: vec![SpanLink {
+                trace_id: "0af7651916cd43dd8448eb211c80319d".into(),
+                span_id: "b7ad6b7169203332".into(),
+                trace_state: None,
+                attributes: vec![],
+            }],
             ..Default::default()
         };
-        let json = serde_json::to_string(&export_request(std::slice::from_ref(&span))).expect("serialisable");
-        assert!(json.contains(r#""traceId":"0af7651916cd43dd8448eb211c80319c""#), "{json}");
+        let json = serde_json::to_string(&export_request(std::slice::from_ref(&span)))
+            .expect("serialisable");
+        assert!(
+            json.contains(r#""traceId":"0af7651916cd43dd8448eb211c80319c""#),
+            "{json}"
+        );
         let traces = uploaded_traces(&json).expect("decodes");
         assert_eq!(traces.len(), 1);
         let back = &traces[0].1[0];
         assert_eq!(back.span_id, span.span_id);
         assert_eq!(back.parent_span_id, span.parent_span_id);
-        assert_eq!((back.start_ns, back.duration_ns), (span.start_ns, span.duration_ns));
-        assert_eq!((back.kind.as_str(), back.status_code.as_str()), ("SERVER", "ERROR"));
+        assert_eq!(
+            (back.start_ns, back.duration_ns),
+            (span.start_ns, span.duration_ns)
+        );
+        assert_eq!(
+            (back.kind.as_str(), back.status_code.as_str()),
+            ("SERVER", "ERROR")
+        );
         assert_eq!(back.service_name, "orders");
         assert_eq!(back.events, span.events);
         assert_eq!(back.links.len(), 1);
-        let tags = back.attributes.iter().find(|a| a.key == "tags").map(|a| a.value.clone());
-        assert_eq!(tags, Some(AttributeValue::Json(r#"[{"stringValue":"a"},{"intValue":"2"}]"#.into())));
+        let tags = back
+            .attributes
+            .iter()
+            .find(|a| a.key == "tags")
+            .map(|a| a.value.clone());
+        assert_eq!(
+            tags,
+            Some(AttributeValue::Json(
+                r#"[{"stringValue":"a"},{"intValue":"2"}]"#.into()
+            ))
+        );
     }
 
     #[test]
     fn a_file_that_is_not_otlp_says_so() {
         let error = uploaded_traces("{\"resourceSpans\": 3}").expect_err("refused");
-        assert!(error.starts_with("This is not an OTLP/JSON trace export"), "{error}");
+        assert!(
+            error.starts_with("This is not an OTLP/JSON trace export"),
+            "{error}"
+        );
         let error = uploaded_traces("{}").expect_err("refused");
         assert!(error.contains("no valid spans"), "{error}");
     }

@@ -75,7 +75,11 @@ struct SearchPage {
 }
 
 fn text(value: &Option<String>) -> String {
-    value.as_deref().map(str::trim).unwrap_or_default().to_owned()
+    value
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Parses `key=value key2=value2`.
@@ -92,27 +96,53 @@ fn parse_duration(name: &str, text: &str) -> Result<Option<i64>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    parse_go_duration(text).map(Some).ok_or_else(|| format!("{name} {text:?} is not a duration like 250ms, 1.5s or 2m"))
+    parse_go_duration(text)
+        .map(Some)
+        .ok_or_else(|| format!("{name} {text:?} is not a duration like 250ms, 1.5s or 2m"))
 }
 
-pub async fn page(State(state): State<AppState>, Query(query): Query<SearchQuery>) -> Result<Response, PageError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, PageError> {
     let form = Form {
         service: text(&query.service),
         operation: text(&query.operation),
         tags: text(&query.tags),
         min_duration: text(&query.min_duration),
         max_duration: text(&query.max_duration),
-        lookback: query.lookback.clone().filter(|l| !l.trim().is_empty()).unwrap_or_else(|| "1h".to_owned()),
-        limit: query.limit.clone().filter(|l| !l.trim().is_empty()).unwrap_or_else(|| DEFAULT_LIMIT.to_string()),
+        lookback: query
+            .lookback
+            .clone()
+            .filter(|l| !l.trim().is_empty())
+            .unwrap_or_else(|| "1h".to_owned()),
+        limit: query
+            .limit
+            .clone()
+            .filter(|l| !l.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_LIMIT.to_string()),
         errors: query.errors.as_deref() == Some("true"),
     };
-    let range = Range::resolve(&RangeQuery { lookback: Some(form.lookback.clone()), start: query.start.clone(), end: query.end.clone() })?;
-    let form = Form { lookback: range.lookback.clone(), ..form };
+    let range = Range::resolve(&RangeQuery {
+        lookback: Some(form.lookback.clone()),
+        start: query.start.clone(),
+        end: query.end.clone(),
+    })?;
+    let form = Form {
+        lookback: range.lookback.clone(),
+        ..form
+    };
     let services = state.engine.services().await?;
     let operations = if form.service.is_empty() {
         Vec::new()
     } else {
-        let mut names: Vec<String> = state.engine.operations(&form.service, None).await?.into_iter().map(|o| o.name).collect();
+        let mut names: Vec<String> = state
+            .engine
+            .operations(&form.service, None)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         names.dedup();
         names
     };
@@ -122,7 +152,10 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<SearchQuery
         if form.errors {
             tags.push(("error".to_owned(), "true".to_owned()));
         }
-        let limit: usize = form.limit.parse().map_err(|_| format!("limit {:?} is not a whole number", form.limit))?;
+        let limit: usize = form
+            .limit
+            .parse()
+            .map_err(|_| format!("limit {:?} is not a whole number", form.limit))?;
         Ok(TraceSearch {
             service: form.service.clone(),
             operation: Some(form.operation.clone()).filter(|o| !o.is_empty()),
@@ -142,17 +175,24 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<SearchQuery
     let mut results = Vec::new();
     let mut dots = Vec::new();
     for spans in traces {
-        let Some(trace_id) = spans.first().map(|s| s.trace_id.clone()) else { continue };
+        let Some(trace_id) = spans.first().map(|s| s.trace_id.clone()) else {
+            continue;
+        };
         let trace = assemble(&trace_id, spans);
-        let (root_service, root_operation) =
-            trace.main_root().map(|r| (r.span.service_name.clone(), r.span.name.clone())).unwrap_or_default();
+        let (root_service, root_operation) = trace
+            .main_root()
+            .map(|r| (r.span.service_name.clone(), r.span.name.clone()))
+            .unwrap_or_default();
         let href = format!("/traces/{trace_id}");
         dots.push(Dot {
             time_ns: trace.start_ns,
             duration_ns: trace.duration_ns(),
             error: trace.error_count() > 0,
             href,
-            label: format!("{root_service}: {root_operation} · {}", duration(trace.duration_ns())),
+            label: format!(
+                "{root_service}: {root_operation} · {}",
+                duration(trace.duration_ns())
+            ),
         });
         results.push(ResultRow {
             short_id: trace_id.chars().take(8).collect(),
@@ -162,10 +202,14 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<SearchQuery
             start: timestamp(trace.start_ns),
             duration: duration(trace.duration_ns()),
             span_count: trace.spans.len(),
-            services: trace.services().into_iter().map(|(name, count)| {
-                let colour = service_colour(&name);
-                (name, count, colour)
-            }).collect(),
+            services: trace
+                .services()
+                .into_iter()
+                .map(|(name, count)| {
+                    let colour = service_colour(&name);
+                    (name, count, colour)
+                })
+                .collect(),
             errors: trace.error_count(),
         });
     }
@@ -175,7 +219,12 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<SearchQuery
         lookbacks: range.options(),
         explicit_range: [("start", &query.start), ("end", &query.end)]
             .into_iter()
-            .filter_map(|(name, value)| value.clone().filter(|v| !v.trim().is_empty()).map(|v| (name.to_owned(), v)))
+            .filter_map(|(name, value)| {
+                value
+                    .clone()
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (name.to_owned(), v))
+            })
             .collect(),
         scatter: scatter(&dots, range.start_ns, range.end_ns),
         range_text: range.text(),
@@ -196,7 +245,10 @@ mod tests {
     fn attribute_filters_are_key_value_pairs() {
         assert_eq!(
             parse_tags(" http.route=/orders  app.user_id=42 "),
-            Ok(vec![("http.route".into(), "/orders".into()), ("app.user_id".into(), "42".into())])
+            Ok(vec![
+                ("http.route".into(), "/orders".into()),
+                ("app.user_id".into(), "42".into())
+            ])
         );
         assert!(parse_tags("nokey").is_err());
         assert!(parse_tags("=x").is_err());

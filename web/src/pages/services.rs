@@ -49,10 +49,19 @@ fn filter(range: &Range, service: Option<&str>, operation: Option<&str>) -> Requ
     }
 }
 
-pub async fn list(State(state): State<AppState>, Query(query): Query<RangeQuery>) -> Result<Response, PageError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, PageError> {
     let range = Range::resolve(&query)?;
-    let summary = state.engine.red_summary(&filter(&range, None, None)).await?;
-    let counts = state.engine.request_counts(&filter(&range, None, None), step_ns(&range)).await?;
+    let summary = state
+        .engine
+        .red_summary(&filter(&range, None, None))
+        .await?;
+    let counts = state
+        .engine
+        .request_counts(&filter(&range, None, None), step_ns(&range))
+        .await?;
     let mut rows = Vec::with_capacity(summary.len());
     for row in summary {
         let counts: Vec<f64> = counts
@@ -111,7 +120,13 @@ struct ServicePage {
 }
 
 /// The search for a service's (and operation's) traces in a duration bucket.
-fn traces_href(service: &str, operation: Option<&str>, min_ns: Option<i64>, max_ns: Option<i64>, range: &Range) -> String {
+fn traces_href(
+    service: &str,
+    operation: Option<&str>,
+    min_ns: Option<i64>,
+    max_ns: Option<i64>,
+    range: &Range,
+) -> String {
     let mut href = format!("/?service={}&{}", url_encode(service), range.query());
     if let Some(operation) = operation {
         href.push_str(&format!("&operation={}", url_encode(operation)));
@@ -129,12 +144,19 @@ fn traces_href(service: &str, operation: Option<&str>, min_ns: Option<i64>, max_
 fn charts(buckets: &[RedBucket], step: i64, range: &Range) -> (String, String, String) {
     let seconds = step as f64 / 1e9;
     let points = |value: &dyn Fn(&RedBucket) -> f64| -> Vec<(i64, f64)> {
-        buckets.iter().map(|b| (b.start_ns + step / 2, value(b))).collect()
+        buckets
+            .iter()
+            .map(|b| (b.start_ns + step / 2, value(b)))
+            .collect()
     };
     // An empty bucket has no error rate or latency: those lines skip it
     // rather than drop to zero.
     let measured = |value: &dyn Fn(&RedBucket) -> f64| -> Vec<(i64, f64)> {
-        buckets.iter().filter(|b| b.stats.count > 0).map(|b| (b.start_ns + step / 2, value(b))).collect()
+        buckets
+            .iter()
+            .filter(|b| b.stats.count > 0)
+            .map(|b| (b.start_ns + step / 2, value(b)))
+            .collect()
     };
     let rate_chart = line_chart(
         "Requests per second",
@@ -164,23 +186,52 @@ fn charts(buckets: &[RedBucket], step: i64, range: &Range) -> (String, String, S
     (rate_chart, error_chart, latency_chart)
 }
 
-pub async fn page(State(state): State<AppState>, Path(service): Path<String>, Query(query): Query<RangeQuery>) -> Result<Response, PageError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, PageError> {
     let range = Range::resolve(&query)?;
     let known = state.engine.services().await?;
     if !known.contains(&service) {
-        return Err(PageError::new(StatusCode::NOT_FOUND, "Service not found", format!("No span of a service named {service:?} is in the store.")));
+        return Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            "Service not found",
+            format!("No span of a service named {service:?} is in the store."),
+        ));
     }
-    let overall = state.engine.red_summary(&filter(&range, None, None)).await?.into_iter().find(|r| r.service == service);
+    let overall = state
+        .engine
+        .red_summary(&filter(&range, None, None))
+        .await?
+        .into_iter()
+        .find(|r| r.service == service);
     let step = step_ns(&range);
-    let series = state.engine.red_series(&filter(&range, Some(&service), None), step).await?;
+    let series = state
+        .engine
+        .red_series(&filter(&range, Some(&service), None), step)
+        .await?;
     let (rate_chart, error_chart, latency_chart) = charts(&series, step, &range);
-    let mut operations = state.engine.red_summary(&filter(&range, Some(&service), None)).await?;
-    operations.sort_by(|a, b| b.stats.count.cmp(&a.stats.count).then_with(|| a.operation.cmp(&b.operation)));
+    let mut operations = state
+        .engine
+        .red_summary(&filter(&range, Some(&service), None))
+        .await?;
+    operations.sort_by(|a, b| {
+        b.stats
+            .count
+            .cmp(&a.stats.count)
+            .then_with(|| a.operation.cmp(&b.operation))
+    });
 
     let mut histograms = Vec::new();
     for row in operations.iter().take(MAX_HISTOGRAMS) {
-        let Some(operation) = row.operation.as_deref() else { continue };
-        let histogram_data = state.engine.histogram(&filter(&range, Some(&service), Some(operation))).await?;
+        let Some(operation) = row.operation.as_deref() else {
+            continue;
+        };
+        let histogram_data = state
+            .engine
+            .histogram(&filter(&range, Some(&service), Some(operation)))
+            .await?;
         let bars: Vec<Bar> = histogram_data
             .buckets
             .iter()
@@ -220,7 +271,11 @@ pub async fn page(State(state): State<AppState>, Path(service): Path<String>, Qu
             .into_iter()
             .map(|row| {
                 let name = row.operation.unwrap_or_default();
-                OperationRow { href: traces_href(&service, Some(&name), None, None, &range), figures: Figures::new(&row.stats, seconds), name }
+                OperationRow {
+                    href: traces_href(&service, Some(&name), None, None, &range),
+                    figures: Figures::new(&row.stats, seconds),
+                    name,
+                }
             })
             .collect(),
         histograms,

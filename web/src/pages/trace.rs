@@ -64,7 +64,9 @@ struct SpanRow {
 pub enum Source {
     Stored,
     /// An uploaded file, not stored; it may hold more traces than the one shown.
-    Uploaded { other_traces: Vec<String> },
+    Uploaded {
+        other_traces: Vec<String>,
+    },
 }
 
 #[derive(Template)]
@@ -97,7 +99,10 @@ pub fn attribute_text(value: &AttributeValue) -> String {
 }
 
 fn pairs(attributes: &[Attribute]) -> Vec<(String, String)> {
-    attributes.iter().map(|a| (a.key.clone(), attribute_text(&a.value))).collect()
+    attributes
+        .iter()
+        .map(|a| (a.key.clone(), attribute_text(&a.value)))
+        .collect()
 }
 
 /// Position on the timeline, in percent of the trace's duration.
@@ -124,7 +129,8 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
         let collapsed = large && node.depth >= COLLAPSE_DEPTH && !node.children.is_empty();
         if let Some(parent) = node.parent {
             let parent_node = &trace.spans[parent];
-            let parent_collapsed = large && parent_node.depth >= COLLAPSE_DEPTH && !parent_node.children.is_empty();
+            let parent_collapsed =
+                large && parent_node.depth >= COLLAPSE_DEPTH && !parent_node.children.is_empty();
             hidden[index] = hidden[parent] || parent_collapsed;
         }
         let left = percent_of(trace, span.start_ns);
@@ -146,23 +152,39 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
                 Some(message) if !message.is_empty() => format!("{}: {message}", span.status_code),
                 _ => span.status_code.clone(),
             },
-            status_message: span.status_message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| "error".to_owned()),
+            status_message: span
+                .status_message
+                .clone()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "error".to_owned()),
             error,
             critical: node.critical_ns > 0,
             left: format!("{left:.3}"),
             width: format!("{width:.3}"),
             // The duration label sits right of the bar, left of it near the end,
             // or inside it when the bar fills the row.
-            label_left: format!("{:.3}", match (left + width > 85.0, left >= 9.0) {
-                (false, _) => left + width + 0.5,
-                (true, true) => left - 8.5,
-                (true, false) => left + 0.5,
-            }),
+            label_left: format!(
+                "{:.3}",
+                match (left + width > 85.0, left >= 9.0) {
+                    (false, _) => left + width + 0.5,
+                    (true, true) => left - 8.5,
+                    (true, false) => left + 0.5,
+                }
+            ),
             label_inside: left + width > 85.0 && left < 9.0,
             duration: duration(span.duration_ns),
             offset: duration(span.start_ns - trace.start_ns),
             critical_segments: std::mem::take(&mut segments[index]),
-            event_marks: span.events.iter().map(|e| (format!("{:.3}", percent_of(trace, e.time_ns)), e.name.clone())).collect(),
+            event_marks: span
+                .events
+                .iter()
+                .map(|e| {
+                    (
+                        format!("{:.3}", percent_of(trace, e.time_ns)),
+                        e.name.clone(),
+                    )
+                })
+                .collect(),
             warning_text: node.warnings.join(" "),
             warnings: node.warnings.clone(),
             attributes: pairs(&span.attributes),
@@ -171,11 +193,23 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
                 .events
                 .iter()
                 .map(|e| {
-                    let attributes = pairs(&e.attributes).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-                    (duration(e.time_ns - trace.start_ns), e.name.clone(), attributes)
+                    let attributes = pairs(&e.attributes)
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    (
+                        duration(e.time_ns - trace.start_ns),
+                        e.name.clone(),
+                        attributes,
+                    )
                 })
                 .collect(),
-            links: span.links.iter().map(|l| (l.trace_id.clone(), l.span_id.clone())).collect(),
+            links: span
+                .links
+                .iter()
+                .map(|l| (l.trace_id.clone(), l.span_id.clone()))
+                .collect(),
         });
     }
     rows
@@ -188,7 +222,10 @@ fn services(trace: &AssembledTrace) -> Vec<ServiceRow> {
         .into_iter()
         .map(|(name, spans)| {
             let of_service = trace.spans.iter().filter(|s| s.span.service_name == name);
-            let errors = of_service.clone().filter(|s| s.span.status_code == "ERROR").count();
+            let errors = of_service
+                .clone()
+                .filter(|s| s.span.status_code == "ERROR")
+                .count();
             let critical_ns: i64 = of_service.map(|s| s.critical_ns).sum();
             ServiceRow {
                 href: format!("/services/{}", url_encode(&name)),
@@ -203,12 +240,17 @@ fn services(trace: &AssembledTrace) -> Vec<ServiceRow> {
         .collect()
 }
 
-pub async fn page(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, PageError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, PageError> {
     let Some(id) = normalize_trace_id(&trace_id) else {
         return Err(PageError::new(
             StatusCode::NOT_FOUND,
             "Trace not found",
-            format!("{trace_id:?} is not a trace id: trace ids are up to 32 hexadecimal characters."),
+            format!(
+                "{trace_id:?} is not a trace id: trace ids are up to 32 hexadecimal characters."
+            ),
         ));
     };
     let spans = state.engine.trace(&id).await?;
@@ -216,23 +258,34 @@ pub async fn page(State(state): State<AppState>, Path(trace_id): Path<String>) -
         return Err(PageError::new(
             StatusCode::NOT_FOUND,
             "Trace not found",
-            format!("No span of trace {id} is in the store (yet: spans become visible within seconds of arriving)."),
+            format!(
+                "No span of trace {id} is in the store (yet: spans become visible within seconds of arriving)."
+            ),
         ));
     }
     Ok(render(&trace_page(assemble(&id, spans), Source::Stored)))
 }
 
 pub fn trace_page(trace: AssembledTrace, source: Source) -> TracePage {
-    let root = trace.main_root().map(|r| format!("{}: {}", r.span.service_name, r.span.name)).unwrap_or_default();
+    let root = trace
+        .main_root()
+        .map(|r| format!("{}: {}", r.span.service_name, r.span.name))
+        .unwrap_or_default();
     let ticks = (0..=4)
         .map(|i| {
             let left = f64::from(i) * 25.0;
-            (format!("{:.1}", left.min(92.0)), duration(trace.duration_ns() * i64::from(i) / 4))
+            (
+                format!("{:.1}", left.min(92.0)),
+                duration(trace.duration_ns() * i64::from(i) / 4),
+            )
         })
         .collect();
     let mut warnings = trace.warnings.clone();
     if trace.duplicates_dropped > 0 {
-        warnings.push(format!("{} identical copies of spans were received and are shown once", trace.duplicates_dropped));
+        warnings.push(format!(
+            "{} identical copies of spans were received and are shown once",
+            trace.duplicates_dropped
+        ));
     }
     let (stored, other_traces) = match source {
         Source::Stored => (true, Vec::new()),
