@@ -86,6 +86,7 @@ impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
         let code = match self.status {
             StatusCode::BAD_REQUEST => 3,            // INVALID_ARGUMENT
+            StatusCode::UNAUTHORIZED => 16,          // UNAUTHENTICATED
             StatusCode::PAYLOAD_TOO_LARGE => 11,     // OUT_OF_RANGE
             StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
             StatusCode::TOO_MANY_REQUESTS => 8,      // RESOURCE_EXHAUSTED
@@ -122,6 +123,18 @@ impl IntoResponse for OtlpError {
         }
         response
     }
+}
+
+/// `401 Unauthorized` for a request without valid credentials, with a
+/// `google.rpc.Status` body in the request's encoding (the check itself is
+/// the server's, in front of these routes).
+pub fn unauthenticated(headers: &HeaderMap, message: &str) -> Response {
+    let encoding = request_encoding(headers).ok();
+    let mut response = OtlpError::new(StatusCode::UNAUTHORIZED, encoding, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn ingest_error(error: &IngestError, encoding: Encoding) -> OtlpError {

@@ -10,6 +10,7 @@
 
 mod assembly;
 mod engine;
+mod insights;
 mod json;
 mod metrics;
 mod sandbox;
@@ -18,6 +19,11 @@ mod traces;
 
 pub use assembly::{AssembledTrace, CriticalSegment, TraceSpan, assemble};
 pub use engine::{QueryEngine, QueryError, QueryLimits, SqlColumn, SqlJson, SqlResult};
+pub use insights::{
+    AsyncInsight, BreakerEvent, BreakerInsight, EdgeInsight, EdgeKey, EncryptionInsight,
+    HistogramBar, Insights, InstanceInsight, InstanceStats, Latencies, OpenPeriod, Point,
+    RetryInsight, TransactionInsight, VersionInsight, VersionStats, rules as insight_rules,
+};
 pub use metrics::{MetricChart, MetricInfo, MetricSeries, histogram_quantile};
 pub use sandbox::Refusal;
 pub use stats::{

@@ -200,7 +200,7 @@ impl EdgeSamples {
 
 /// `percentile_cont` of sorted values: linear interpolation between the two
 /// nearest ranks, as DataFusion, DuckDB and PostgreSQL compute it.
-fn percentile(sorted: &[i64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[i64], p: f64) -> f64 {
     let Some(&last) = sorted.last() else {
         return 0.0;
     };
@@ -276,7 +276,11 @@ fn summary_at(batch: &RecordBatch, first: usize, row: usize) -> LatencySummary {
 }
 
 impl QueryEngine {
-    async fn spans_in(&self, start_ns: i64, end_ns: i64) -> Result<DataFrame, QueryError> {
+    pub(crate) async fn spans_in(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<DataFrame, QueryError> {
         Ok(self
             .session()?
             .table("spans")

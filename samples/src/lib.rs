@@ -40,6 +40,9 @@ pub enum SampleError {
 pub struct Config {
     /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
     pub otlp_endpoint: String,
+    /// gRPC metadata every export carries, e.g. `authorization: Bearer …`.
+    /// (Run alone, the sample also reads `OTEL_EXPORTER_OTLP_HEADERS`.)
+    pub otlp_headers: Vec<(String, String)>,
     /// Requests per second sent to delivery-scheduler's public API.
     pub rate_per_sec: f64,
     pub seed: u64,
@@ -72,6 +75,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             otlp_endpoint: "http://127.0.0.1:4317".to_owned(),
+            otlp_headers: Vec::new(),
             rate_per_sec: 5.0,
             seed: 7,
             export_interval: Duration::from_millis(500),
@@ -103,8 +107,9 @@ impl Demo {
     pub async fn start(config: Config) -> Result<Self, SampleError> {
         let telemetry = Arc::new(telemetry::Telemetry::new(
             config.otlp_endpoint.clone(),
+            &config.otlp_headers,
             config.export_interval,
-        ));
+        )?);
         let system = services::start(&config, &telemetry).await?;
         let mut tasks = system.tasks;
         tasks.push(tokio::spawn(traffic::drive(

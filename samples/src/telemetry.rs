@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
@@ -15,7 +15,8 @@ use opentelemetry::trace::{
     FutureExt, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -37,6 +38,7 @@ pub struct Identity {
 /// providers so that everything buffered is flushed at shutdown.
 pub struct Telemetry {
     endpoint: String,
+    metadata: MetadataMap,
     export_interval: Duration,
     providers: Mutex<Vec<SdkTracerProvider>>,
     meter_providers: Mutex<Vec<SdkMeterProvider>>,
@@ -49,19 +51,35 @@ const DURATION_BOUNDS: [f64; 14] = [
 ];
 
 impl Telemetry {
-    pub fn new(endpoint: String, export_interval: Duration) -> Self {
-        Self {
+    pub fn new(
+        endpoint: String,
+        headers: &[(String, String)],
+        export_interval: Duration,
+    ) -> Result<Self, SampleError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let invalid = |_| SampleError::Exporter(format!("invalid OTLP header {name:?}"));
+            map.insert(
+                HeaderName::from_bytes(name.as_bytes()).map_err(invalid)?,
+                HeaderValue::from_str(value).map_err(|_| {
+                    SampleError::Exporter(format!("invalid value for OTLP header {name:?}"))
+                })?,
+            );
+        }
+        Ok(Self {
             endpoint,
+            metadata: MetadataMap::from_headers(map),
             export_interval,
             providers: Mutex::new(Vec::new()),
             meter_providers: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     fn request_duration(&self, resource: Resource) -> Result<Histogram<f64>, SampleError> {
         let exporter = MetricExporter::builder()
             .with_tonic()
             .with_endpoint(self.endpoint.clone())
+            .with_metadata(self.metadata.clone())
             .with_timeout(Duration::from_secs(5))
             .build()
             .map_err(|error| SampleError::Exporter(error.to_string()))?;
@@ -91,6 +109,7 @@ impl Telemetry {
         let exporter = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(self.endpoint.clone())
+            .with_metadata(self.metadata.clone())
             .with_timeout(Duration::from_secs(5))
             .build()
             .map_err(|error| SampleError::Exporter(error.to_string()))?;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::cdp;
+use crate::security::{Authority, ServerFiles, TOKEN};
 use crate::support::{TestResult, Weft};
 
 fn chromium() -> Option<PathBuf> {
@@ -101,14 +103,22 @@ fn assert_contains(dom: &str, page: &str, needles: &[&str]) {
     }
 }
 
+/// Chromium, or why the test cannot run: `Ok(None)` means skip.
+fn chromium_or_skip() -> TestResult<Option<PathBuf>> {
+    match chromium() {
+        Some(binary) => Ok(Some(binary)),
+        None if std::env::var_os("WEFT_SKIP_BROWSER_TESTS").is_some() => {
+            eprintln!("skipping: no chromium and WEFT_SKIP_BROWSER_TESTS is set");
+            Ok(None)
+        }
+        None => Err("no chromium: install Debian's chromium (bash .ci/run does) or set WEFT_SKIP_BROWSER_TESTS=1".into()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_in_a_real_browser() -> TestResult {
-    let Some(binary) = chromium() else {
-        if std::env::var_os("WEFT_SKIP_BROWSER_TESTS").is_some() {
-            eprintln!("skipping: no chromium and WEFT_SKIP_BROWSER_TESTS is set");
-            return Ok(());
-        }
-        return Err("no chromium: install Debian's chromium (bash .ci/run does) or set WEFT_SKIP_BROWSER_TESTS=1".into());
+    let Some(binary) = chromium_or_skip()? else {
+        return Ok(());
     };
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots)?;
@@ -370,10 +380,118 @@ async fn every_page_renders_in_a_real_browser() -> TestResult {
         "explore",
     )?;
 
+    let insights = browser.dom(&weft.http_url("/insights?lookback=15m"))?;
+    assert_contains(
+        &insights,
+        "insights",
+        &[
+            "<h2>Retries</h2>",
+            "<h2>Circuit breakers</h2>",
+            "<h2>Load balancing</h2>",
+            "outlier: delivery-3",
+            "<h2>Versions</h2>",
+            "<h2>Synchronous and asynchronous</h2>",
+            "<h2>Distributed transactions</h2>",
+            "<h2>Encryption</h2>",
+            "<h2>Traffic per edge</h2>",
+            "class=\"timeline\"",
+            "schedule-delivery",
+        ],
+    );
+    browser.screenshot(&weft.http_url("/insights?lookback=15m"), "insights")?;
+    let scheduler = browser.dom(&weft.http_url("/services/delivery-scheduler?lookback=15m"))?;
+    assert_contains(
+        &scheduler,
+        "the scheduler's insights",
+        &[
+            "id=\"insights\"",
+            "<h2>Circuit breakers</h2>",
+            "schedule-delivery",
+            "drone-management",
+        ],
+    );
+    let delivery = browser.dom(&weft.http_url("/services/delivery?lookback=15m"))?;
+    assert_contains(&delivery, "delivery's insights", &["outlier: delivery-3"]);
+
     let missing = browser.dom(&weft.http_url("/traces/00000000000000000000000000000001"))?;
     assert!(missing.contains("Trace not found"));
     let nowhere = browser.dom(&weft.http_url("/no/such/page"))?;
     assert!(nowhere.contains("Page not found"));
     eprintln!("screenshots in {}", browser.screenshots.display());
+    Ok(())
+}
+
+/// With a token and TLS, a person opens a page, is sent to the login page,
+/// types a wrong token and then the right one, clicks "Log in" and lands where
+/// they were going, with a session the page's scripts cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_and_sees_the_pages() -> TestResult {
+    let Some(binary) = chromium_or_skip()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let server_ca = Authority::new("Weft server CA")?;
+    let client_ca = Authority::new("Weft client CA")?;
+    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
+    let mut args = files.args();
+    args.extend(["--auth-token".to_owned(), TOKEN.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let weft = Weft::start(dir.path(), &args)?;
+    let base = format!("https://localhost:{}", weft.http.port());
+    let profile = tempfile::tempdir()?;
+    tokio::task::spawn_blocking(move || -> TestResult {
+        // The server certificate comes from a CA made for this test.
+        let mut page =
+            cdp::Session::start(&binary, profile.path(), &["--ignore-certificate-errors"])?;
+        page.navigate(&format!("{base}/services?lookback=1h"))?;
+        page.wait_until("location.pathname === '/login'")?;
+        assert_eq!(
+            page.eval("location.search")?,
+            "?next=%2Fservices%3Flookback%3D1h"
+        );
+
+        page.click("#token")?;
+        page.type_text("a wrong guess")?;
+        page.click("#login-submit")?;
+        page.wait_until(
+            "document.readyState === 'complete' && document.getElementById('login-error') !== null",
+        )?;
+        assert_eq!(page.eval("location.pathname")?, "/login");
+
+        page.click("#token")?;
+        page.type_text(TOKEN)?;
+        page.click("#login-submit")?;
+        page.wait_until("location.pathname === '/services' && document.readyState === 'complete'")?;
+        assert_eq!(
+            page.eval("document.querySelector('h1').textContent")?,
+            "Services"
+        );
+        assert_eq!(page.eval("location.search")?, "?lookback=1h");
+        assert_eq!(
+            page.eval("document.cookie")?,
+            "",
+            "the session cookie is HTTP-only"
+        );
+
+        for (path, heading) in [
+            ("/map", "Service map"),
+            ("/sql", "SQL"),
+            ("/", "Find traces"),
+        ] {
+            page.navigate(&format!("{base}{path}"))?;
+            assert_eq!(page.eval("location.pathname")?, path);
+            assert_eq!(
+                page.eval("document.querySelector('h1').textContent")?,
+                heading
+            );
+        }
+
+        page.navigate(&format!("{base}/logout"))?;
+        assert_eq!(page.eval("location.pathname")?, "/login");
+        page.navigate(&format!("{base}/map"))?;
+        assert_eq!(page.eval("location.pathname")?, "/login", "logged out");
+        Ok(())
+    })
+    .await??;
     Ok(())
 }

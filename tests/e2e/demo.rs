@@ -239,5 +239,96 @@ async fn the_demo_shows_every_pattern_within_30_seconds() -> TestResult {
             "{callee} missing in {pairs:?}"
         );
     }
+
+    insights_name_the_injected_faults(&weft).await
+}
+
+/// Each fault the demo injects is reported by the right insight view, naming
+/// the right instance, version and edge.
+async fn insights_name_the_injected_faults(weft: &Weft) -> TestResult {
+    let insights: Value = weft
+        .client()
+        .get(weft.http_url("/api/insights?lookback=15m"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let find = |view: &str, key: &[(&str, &str)]| -> TestResult<Value> {
+        insights[view]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| key.iter().all(|(k, v)| i[*k] == *v)))
+            .cloned()
+            .ok_or_else(|| format!("{view} has no {key:?}: {:#}", insights[view]).into())
+    };
+    let delivery = find("instances", &[("service", "delivery")])?;
+    assert_eq!(delivery["outlier"], "delivery-3", "{delivery:#}");
+    let package = find("versions", &[("service", "package")])?;
+    assert_eq!(package["regression"], "2.0.0", "{package:#}");
+    assert_eq!(package["verdict"], "regression");
+    let breaker = find(
+        "breakers",
+        &[("from", "delivery-scheduler"), ("to", "drone-management")],
+    )?;
+    assert!(
+        breaker["fast_failures"].as_u64().is_some_and(|n| n > 0),
+        "{breaker:#}"
+    );
+    assert!(
+        breaker["state_changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|e| e["state"] == "open")),
+        "{breaker:#}"
+    );
+    let schedule = find(
+        "transactions",
+        &[
+            ("service", "delivery-scheduler"),
+            ("name", "schedule-delivery"),
+        ],
+    )?;
+    assert!(
+        schedule["compensated"].as_u64().is_some_and(|n| n > 0),
+        "{schedule:#}"
+    );
+    assert!(
+        schedule["failed_steps"]["assign-drone"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{schedule:#}"
+    );
+    let accounts = insights["retries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["from"] == "delivery-scheduler" && r["to"] == "accounts")
+        .collect::<Vec<_>>();
+    assert!(
+        accounts
+            .iter()
+            .any(|r| r["retries"].as_u64().is_some_and(|n| n > 0)),
+        "accounts' 503s and stalls are retried: {:#}",
+        insights["retries"]
+    );
+    assert!(
+        insights["retries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["non_idempotent_retries"] == 0),
+        "the sample never retries POST/PATCH without a key"
+    );
+    let events = find(
+        "async",
+        &[("from", "drone-management"), ("to", "delivery-history")],
+    )?;
+    assert!(
+        events["messages"].as_u64().is_some_and(|n| n > 0),
+        "{events:#}"
+    );
+    let plain = find(
+        "encryption",
+        &[("from", "delivery-scheduler"), ("to", "accounts")],
+    )?;
+    assert_eq!(plain["plain_text"], true, "the sample calls over http://");
     Ok(())
 }

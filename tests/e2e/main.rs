@@ -4,12 +4,15 @@
 
 mod bad_input;
 mod browser;
+mod cdp;
 mod demo;
 mod durability;
+mod insights;
 mod jaeger;
 mod otlp_fields;
 mod query;
 mod sdk_export;
+mod security;
 mod sql;
 mod store;
 mod support;

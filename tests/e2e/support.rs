@@ -22,6 +22,13 @@ pub struct Weft {
     http_client: reqwest::Client,
 }
 
+/// reqwest and the exporters' HTTP clients use rustls with whichever provider
+/// the process installed; the tests use ring, as Weft does. Installing twice
+/// is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn weft_binary() -> &'static str {
     env!("CARGO_BIN_EXE_weft")
 }
@@ -36,6 +43,7 @@ impl Weft {
     }
 
     fn start_on(data_dir: PathBuf, extra_args: Vec<String>) -> TestResult<Self> {
+        install_crypto_provider();
         let mut child = Command::new(weft_binary())
             .arg("serve")
             .arg("--data-dir")

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use weft_query::{Edge, EdgeKind, LatencySummary, RedBucket, RedRow, RequestFilter, assemble};
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/red/operations", get(red_operations))
         .route("/api/histogram", get(histogram))
         .route("/api/traces/{trace_id}/critical-path", get(critical_path))
+        .route("/api/insights", get(insights))
 }
 
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -477,4 +478,19 @@ mod tests {
     fn query_values_are_percent_encoded() {
         assert_eq!(query_value("GET /a b"), "GET%20%2Fa%20b");
     }
+}
+
+/// `GET /api/insights?lookback=15m` (or `start`/`end`; `service` narrows to
+/// what one service calls, is called by, or runs): every insight view, as
+/// README documents. Not in the Jaeger envelope: the views are the top level.
+async fn insights(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
+    let (start_ns, end_ns) = params.range()?;
+    let mut insights = state.engine.insights(start_ns, end_ns).await?;
+    if let Some(service) = params.service.as_deref().filter(|s| !s.is_empty()) {
+        insights = insights.for_service(service);
+    }
+    Ok(axum::Json(insights).into_response())
 }

@@ -109,6 +109,37 @@ pub struct HttpArgs {
     pub limits: QueryLimitArgs,
 }
 
+/// TLS and access tokens, for every listener the command opens.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Certificate chain (PEM) for TLS on every listener; plain-text
+    /// connections are then refused. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "WEFT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "WEFT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): the OTLP listeners then let in only clients
+    /// presenting a certificate signed by one of them (mutual TLS).
+    #[arg(long, env = "WEFT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Like --tls-client-ca, for the UI/API listener.
+    #[arg(long, env = "WEFT_HTTP_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub http_tls_client_ca: Option<PathBuf>,
+    /// Requests need `Authorization: Bearer TOKEN` (OTLP, JSON API, SQL);
+    /// browsers log in once on /login. /healthz stays open.
+    #[arg(
+        long,
+        env = "WEFT_AUTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
+    pub auth_token: Option<crate::auth::Secret>,
+    /// Like --auth-token, the token read from the first line of a file.
+    #[arg(long, env = "WEFT_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -117,6 +148,8 @@ pub struct ServeArgs {
     pub otlp: OtlpArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(flatten)]
     pub demo: DemoArgs,
 }
@@ -138,6 +171,8 @@ pub struct CollectorArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub otlp: OtlpArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -146,6 +181,8 @@ pub struct QueryArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -3,11 +3,13 @@
 //! own beyond what a user sends to `/api/sql`, and no Arrow arrays.
 
 mod api;
+pub mod auth;
 pub mod config;
 pub mod jaeger;
 mod pages;
 mod params;
 mod routes;
 pub mod server;
+pub mod tls;
 
 pub use routes::{AppState, app};

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // One TLS provider for the whole process (ring), whatever else links rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // With no command, run `weft serve` (flags then come from WEFT_* variables).
     let command = cli

@@ -12,21 +12,30 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use weft_query::{QueryEngine, QueryError, Refusal};
 
+use crate::auth::AuthToken;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<QueryEngine>,
 }
 
-pub fn app(state: AppState) -> Router {
-    Router::new()
+/// With a token, everything but `/healthz`, `/login` and the stylesheet asks for it.
+pub fn app(state: AppState, token: Option<AuthToken>) -> Router {
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/sql", post(sql))
         .merge(crate::jaeger::routes())
         .merge(crate::api::routes())
         .merge(crate::pages::routes())
         .fallback(crate::pages::not_found)
-        .layer(DefaultBodyLimit::max(1 << 20))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(1 << 20));
+    let router = match token {
+        Some(token) => router
+            .merge(crate::auth::routes(token.clone()))
+            .layer(axum::middleware::from_fn_with_state(token, crate::auth::ui)),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn healthz() -> &'static str {

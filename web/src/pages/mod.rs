@@ -6,6 +6,7 @@ mod charts;
 mod compare;
 mod explore;
 mod format;
+mod insights;
 mod map;
 mod otlp;
 mod search;
@@ -43,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/services", get(services::list))
         .route("/services/{service}", get(services::page))
         .route("/map", get(map::page))
+        .route("/insights", get(insights::page))
         .route("/sql", get(sql::page))
         .route("/explore", get(explore::page))
         .route(
@@ -329,9 +331,12 @@ mod tests {
         let store = weft_collector::Store::local(dir).expect("a store in a temporary directory");
         let engine =
             QueryEngine::new(store.objects(), None, QueryLimits::default()).expect("an engine");
-        crate::routes::app(AppState {
-            engine: Arc::new(engine),
-        })
+        crate::routes::app(
+            AppState {
+                engine: Arc::new(engine),
+            },
+            None,
+        )
     }
 
     async fn get(app: Router, uri: &str) -> (StatusCode, String, String) {

@@ -117,6 +117,8 @@ struct ServicePage {
     latency_chart: String,
     operations: Vec<OperationRow>,
     histograms: Vec<HistogramView>,
+    views: super::insights::InsightViews,
+    insights_json_href: String,
 }
 
 /// The search for a service's (and operation's) traces in a duration bucket.
@@ -254,6 +256,8 @@ pub async fn page(
         });
     }
 
+    let (views, insights_json_href) =
+        super::insights::for_service(&state, &service, &range).await?;
     let seconds = range.seconds();
     let page = ServicePage {
         title: service.clone(),
@@ -279,6 +283,8 @@ pub async fn page(
             })
             .collect(),
         histograms,
+        views,
+        insights_json_href,
         service,
     };
     Ok(render(&page))
