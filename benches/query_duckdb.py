@@ -49,19 +49,10 @@ def main():
     bounds = p["histogram_bounds_ns"]
     bucket = "CASE " + " ".join(f"WHEN duration_ns < {b} THEN {i}" for i, b in enumerate(bounds)) + f" ELSE {len(bounds)} END"
 
-    questions = {
-        "trace_by_id": lambda: traces([p["trace_id"]]),
-        "search_service_min_duration": lambda: search(
-            f"duration_ns >= {p['min_duration_ns']}", p["last_hour_start_ns"], p["last_hour_end_ns"]
-        ),
-        "search_attribute": lambda: search(
-            f"(map_extract(attributes, '{p['attribute_key']}')[1] = '{p['attribute_value']}'"
-            f" OR map_extract(resource_attributes, '{p['attribute_key']}')[1] = '{p['attribute_value']}')",
-            p["last_hour_start_ns"],
-            p["last_hour_end_ns"],
-        ),
-        "service_map_day": lambda: con.execute(
-            f"""WITH day AS (SELECT * FROM spans WHERE {day}),
+    def service_map(condition):
+        """The service map's join, as Weft's service map computes it."""
+        return con.execute(
+            f"""WITH day AS (SELECT * FROM spans WHERE {condition}),
                 callers AS (SELECT trace_id, span_id, service_name, kind, duration_ns, status_code,
                                    coalesce(peer_service, server_address) AS peer
                             FROM day WHERE kind IN ('CLIENT', 'PRODUCER')),
@@ -85,7 +76,34 @@ def main():
                       AND (c.parent_span_id IS NULL OR c.parent_span_id <> c.link.span_id))
                 SELECT src, dst, kind, {summary.format(error='error', latency='latency')}
                 FROM (SELECT * FROM calls UNION ALL SELECT * FROM links) GROUP BY src, dst, kind"""
-        ).fetchall(),
+        ).fetchall()
+
+    hour = f"start_time >= {ts(p['last_hour_start_ns'])} AND start_time <= {ts(p['last_hour_end_ns'])}"
+
+    def insights_hour():
+        """A lower bound for the insights: the hour's edges, and latency per
+        instance and per version (Weft computes more than this)."""
+        edges = service_map(hour)
+        groups = con.execute(
+            f"""SELECT service_name, service_instance_id, service_version,
+                       {summary.format(error="status_code = 'ERROR'", latency='duration_ns')}
+                FROM spans WHERE {hour} AND kind = 'SERVER'
+                GROUP BY GROUPING SETS ((service_name, service_instance_id), (service_name, service_version))"""
+        ).fetchall()
+        return edges + groups
+
+    questions = {
+        "trace_by_id": lambda: traces([p["trace_id"]]),
+        "search_service_min_duration": lambda: search(
+            f"duration_ns >= {p['min_duration_ns']}", p["last_hour_start_ns"], p["last_hour_end_ns"]
+        ),
+        "search_attribute": lambda: search(
+            f"(map_extract(attributes, '{p['attribute_key']}')[1] = '{p['attribute_value']}'"
+            f" OR map_extract(resource_attributes, '{p['attribute_key']}')[1] = '{p['attribute_value']}')",
+            p["last_hour_start_ns"],
+            p["last_hour_end_ns"],
+        ),
+        "service_map_day": lambda: service_map(day),
         "red_service_day": lambda: con.execute(
             f"""SELECT (epoch_ns(start_time) - {p['day_start_ns']}) // {p['red_step_ns']} AS bucket,
                        {summary.format(error="status_code = 'ERROR'", latency='duration_ns')}
@@ -102,6 +120,7 @@ def main():
                     GROUP BY bucket"""
             ).fetchall(),
         ],
+        "insights_hour": insights_hour,
     }
 
     results = {}

@@ -295,6 +295,22 @@ async fn run(
         ),
     ));
 
+    let (ms, insights) = time(runs, || async {
+        Ok(engine.insights(q.last_hour.0, q.last_hour.1).await?)
+    })
+    .await?;
+    figures.push((
+        "insights_hour",
+        ms,
+        format!(
+            "{} edges, {} retried routes, {} instance groups, {} version groups",
+            insights.edges.len(),
+            insights.retries.len(),
+            insights.instances.len(),
+            insights.versions.len()
+        ),
+    ));
+
     println!("{:<30} {:>12}  result", "question", "median ms");
     for (name, ms, note) in &figures {
         println!("{name:<30} {ms:>12.1}  {note}");

@@ -15,6 +15,7 @@
 
 mod breaker;
 mod client;
+mod grpc;
 mod queue;
 mod services;
 mod telemetry;

@@ -222,6 +222,15 @@ pub async fn server_span(
     request: Request,
     next: Next,
 ) -> Response {
+    // A gRPC method makes its own span, with the RPC conventions (see grpc.rs).
+    let is_grpc = request
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if is_grpc {
+        return next.run(request).await;
+    }
     let started = std::time::Instant::now();
     let parent = extract(request.headers());
     let method = request.method().as_str().to_owned();

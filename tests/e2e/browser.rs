@@ -495,3 +495,92 @@ async fn a_browser_logs_in_and_sees_the_pages() -> TestResult {
     .await??;
     Ok(())
 }
+
+/// A person's clicks, not links followed by the test: a dot on the search
+/// page's scatter plot opens its trace; a click on a row opens its details;
+/// ▾ folds a subtree and the `e` key unfolds everything; the per-service
+/// summary leads to the service page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_lead_from_the_scatter_plot_to_a_span_and_a_service() -> TestResult {
+    use crate::insights::{CLIENT, MS, SERVER, Service, failing, hex, span_bytes, spec};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    let Some(binary) = chromium_or_skip()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let weft = Weft::start(dir.path(), &["--flush-interval-ms", "100"])?;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as i64
+        - 60_000 * MS;
+    // web GET /checkout → web's client call → stock GET /items, which fails.
+    let mut web = Service::new("web", &[]);
+    let mut stock = Service::new("stock", &[]);
+    web.add(
+        base,
+        spec(9, 1, None, SERVER, "GET /checkout", (0, 100), &[]),
+    );
+    web.add(
+        base,
+        spec(
+            9,
+            2,
+            Some(1),
+            CLIENT,
+            "GET stock",
+            (10, 60),
+            &[("peer.service", "stock")],
+        ),
+    );
+    stock.add(
+        base,
+        failing(spec(9, 3, Some(2), SERVER, "GET /items", (15, 55), &[])),
+    );
+    TraceServiceClient::connect(weft.grpc_endpoint())
+        .await?
+        .export(ExportTraceServiceRequest {
+            resource_spans: vec![web.into_resource_spans(), stock.into_resource_spans()],
+        })
+        .await?;
+    weft.wait_for_count("SELECT count(*) FROM spans", 3).await?;
+    let (root, client, server) = (
+        hex(&span_bytes(9, 1)),
+        hex(&span_bytes(9, 2)),
+        hex(&span_bytes(9, 3)),
+    );
+    let search = weft.http_url("/?service=web&lookback=1h");
+    let profile = tempfile::tempdir()?;
+    tokio::task::spawn_blocking(move || -> TestResult {
+        let mut page = cdp::Session::start(&binary, profile.path(), &[])?;
+        page.navigate(&search)?;
+        page.click("svg.scatter circle.dot")?;
+        page.wait_until("location.pathname.startsWith('/traces/') && document.readyState === 'complete'")?;
+
+        let detail_open = format!(
+            "(() => {{ const r = document.getElementById('span-{server}'); \
+             return !document.getElementById('detail-' + r.dataset.id).classList.contains('hidden'); }})()"
+        );
+        assert_eq!(page.eval(&detail_open)?, false);
+        page.click(&format!("#span-{server} td.name b"))?;
+        page.wait_until(&detail_open)?;
+        assert_eq!(
+            page.eval(&format!("document.getElementById('span-{server}').classList.contains('selected')"))?,
+            true
+        );
+
+        let hidden = |id: &str| format!("document.getElementById('span-{id}').classList.contains('hidden')");
+        page.click(&format!("#span-{root} .toggle"))?;
+        page.wait_until(&format!("{} && {}", hidden(&client), hidden(&server)))?;
+        page.press_key("e")?;
+        page.wait_until(&format!("!{} && !{}", hidden(&client), hidden(&server)))?;
+
+        page.click("a[href^='/services/stock']")?;
+        page.wait_until("location.pathname === '/services/stock' && document.readyState === 'complete'")?;
+        assert_eq!(page.eval("document.querySelector('h1').textContent.trim()")?, "stock");
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}

@@ -149,6 +149,17 @@ impl Session {
         Ok(())
     }
 
+    /// Presses and releases a key that types `key` (e.g. `"e"`).
+    pub fn press_key(&mut self, key: &str) -> TestResult {
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({ "type": kind, "key": key, "text": if kind == "keyDown" { key } else { "" } }),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Clicks the middle of the element `selector` picks, with the mouse.
     pub fn click(&mut self, selector: &str) -> TestResult {
         let selector_json = serde_json::to_string(selector)?;

@@ -27,6 +27,14 @@ struct Pattern {
 
 const PATTERNS: &[Pattern] = &[
     Pattern {
+        name: "gRPC calls carry the trace context in metadata (package's server span is the client span's child)",
+        sql: "SELECT count(*) FROM spans c JOIN spans s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id \
+              WHERE c.kind = 'CLIENT' AND c.rpc_system = 'grpc' AND c.rpc_method = 'GetPackage' \
+              AND s.kind = 'SERVER' AND s.rpc_system = 'grpc' AND s.service_name = 'package' \
+              AND s.attributes['rpc.grpc.status_code'] = '0'",
+        holds: |n| n > 0,
+    },
+    Pattern {
         name: "retried calls carry http.request.resend_count",
         sql: "SELECT count(*) FROM spans WHERE kind = 'CLIENT' AND attributes['http.request.resend_count'] IS NOT NULL",
         holds: |n| n > 0,

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use crate::support::{TestResult, Weft};
 
-const MS: i64 = 1_000_000;
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
+pub const MS: i64 = 1_000_000;
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
@@ -30,25 +30,25 @@ fn attribute(key: &str, value: &str) -> KeyValue {
 }
 
 /// Spans of one resource, built one by one.
-struct Service {
+pub struct Service {
     resource: Vec<KeyValue>,
     spans: Vec<Span>,
 }
 
 /// Ids: trace `t` is 16 bytes of `t`'s two bytes; span `(t, n)` adds `n`.
-fn trace_bytes(t: u16) -> Vec<u8> {
+pub fn trace_bytes(t: u16) -> Vec<u8> {
     t.to_be_bytes().repeat(8)
 }
 
-fn span_bytes(t: u16, n: u16) -> Vec<u8> {
+pub fn span_bytes(t: u16, n: u16) -> Vec<u8> {
     [t.to_be_bytes(), n.to_be_bytes()].concat().repeat(2)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct SpanSpec<'a> {
+pub struct SpanSpec<'a> {
     trace: u16,
     id: u16,
     parent: Option<u16>,
@@ -61,7 +61,7 @@ struct SpanSpec<'a> {
 }
 
 impl Service {
-    fn new(name: &str, resource: &[(&str, &str)]) -> Self {
+    pub fn new(name: &str, resource: &[(&str, &str)]) -> Self {
         let mut attributes = vec![attribute("service.name", name)];
         attributes.extend(resource.iter().map(|(k, v)| attribute(k, v)));
         Self {
@@ -70,7 +70,7 @@ impl Service {
         }
     }
 
-    fn add(&mut self, base: i64, spec: SpanSpec<'_>) -> &mut Span {
+    pub fn add(&mut self, base: i64, spec: SpanSpec<'_>) -> &mut Span {
         let at = |ms: i64| (base + ms * MS) as u64;
         self.spans.push(Span {
             trace_id: trace_bytes(spec.trace),
@@ -98,7 +98,7 @@ impl Service {
         &mut self.spans[last]
     }
 
-    fn into_resource_spans(self) -> ResourceSpans {
+    pub fn into_resource_spans(self) -> ResourceSpans {
         ResourceSpans {
             resource: Some(Resource {
                 attributes: self.resource,
@@ -113,7 +113,7 @@ impl Service {
     }
 }
 
-fn spec<'a>(
+pub fn spec<'a>(
     trace: u16,
     id: u16,
     parent: Option<u16>,
@@ -135,7 +135,7 @@ fn spec<'a>(
     }
 }
 
-fn failing(mut spec: SpanSpec<'_>) -> SpanSpec<'_> {
+pub fn failing(mut spec: SpanSpec<'_>) -> SpanSpec<'_> {
     spec.error = true;
     spec
 }

@@ -85,7 +85,12 @@ impl PackageVersion {
     }
 }
 
-pub fn package(version: PackageVersion, simulation: &Arc<Simulation>) -> Router {
+/// package over HTTP (create, show, delete) and gRPC (`GetPackage`, see grpc.rs).
+pub fn package(
+    version: PackageVersion,
+    simulation: &Arc<Simulation>,
+    tracer: ServiceTracer,
+) -> Router {
     type PackageState = State<(PackageVersion, Arc<Simulation>)>;
     async fn create(State((version, simulation)): PackageState) -> Reply {
         let config = &simulation.config;
@@ -113,10 +118,19 @@ pub fn package(version: PackageVersion, simulation: &Arc<Simulation>) -> Router 
         tokio::time::sleep(simulation.latency(5, 8)).await;
         Reply::ok(json!({ "package_id": id, "deleted": true }))
     }
+    let grpc = crate::grpc::PackageGrpc {
+        tracer,
+        version: version.as_str(),
+        simulation: Arc::clone(simulation),
+    };
     Router::new()
         .route("/packages", post(create))
         .route("/packages/{id}", get(show).delete(remove))
         .with_state((version, Arc::clone(simulation)))
+        .route(
+            crate::grpc::GET_PACKAGE_PATH,
+            post(crate::grpc::serve_get_package).with_state(grpc),
+        )
 }
 
 // ---- delivery ----------------------------------------------------------------

@@ -159,16 +159,18 @@ pub async fn start(config: &Config, telemetry: &Telemetry) -> Result<System, Sam
     let accounts = serve(backends::accounts(&simulation), accounts_tracer, &mut tasks).await?;
 
     let v1 = backends::PackageVersion::V1;
+    let package_v1_tracer = tracer(PACKAGE, v1.as_str(), "package-v1-1")?;
     let package_v1 = serve(
-        backends::package(v1, &simulation),
-        tracer(PACKAGE, v1.as_str(), "package-v1-1")?,
+        backends::package(v1, &simulation, package_v1_tracer.clone()),
+        package_v1_tracer,
         &mut tasks,
     )
     .await?;
     let v2 = backends::PackageVersion::V2;
+    let package_v2_tracer = tracer(PACKAGE, v2.as_str(), "package-v2-1")?;
     let package_v2 = serve(
-        backends::package(v2, &simulation),
-        tracer(PACKAGE, v2.as_str(), "package-v2-1")?,
+        backends::package(v2, &simulation, package_v2_tracer.clone()),
+        package_v2_tracer,
         &mut tasks,
     )
     .await?;

@@ -221,6 +221,13 @@ async fn schedule(
                 .and_then(Json::as_str)
                 .unwrap_or("unknown")
                 .to_owned();
+            // The label is read back over gRPC; not a saga step, nothing to undo.
+            if let Err(status) =
+                crate::grpc::get_package(&scheduler.tracer, &package_url, &package_id, CALL_TIMEOUT)
+                    .await
+            {
+                tracing::debug!(%status, "reading the package label failed");
+            }
             Ok(Done::Package {
                 base_url: package_url,
                 package_id,
