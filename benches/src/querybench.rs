@@ -56,6 +56,9 @@ enum Command {
         /// Where to write the medians as JSON.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Time only this question (e.g. `insights_hour`).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -74,7 +77,8 @@ async fn main() -> BenchResult {
             runs,
             params,
             results,
-        } => run(data_dir, runs, params, results).await,
+            only,
+        } => run(data_dir, runs, params, results, only).await,
     }
 }
 
@@ -181,6 +185,7 @@ async fn run(
     runs: usize,
     params: Option<PathBuf>,
     results: Option<PathBuf>,
+    only: Option<String>,
 ) -> BenchResult {
     let store = Store::local(&data_dir)?;
     let engine = Arc::new(QueryEngine::new(
@@ -218,50 +223,60 @@ async fn run(
         std::fs::write(path, serde_json::to_string_pretty(&questions.to_json())?)?;
     }
     let q = &questions;
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut figures: Vec<(&str, f64, String)> = Vec::new();
 
-    let (ms, spans) = time(runs, || async { Ok(engine.trace(&q.trace_id).await?) }).await?;
-    figures.push(("trace_by_id", ms, format!("{} spans", spans.len())));
+    if wanted("trace_by_id") {
+        let (ms, spans) = time(runs, || async { Ok(engine.trace(&q.trace_id).await?) }).await?;
+        figures.push(("trace_by_id", ms, format!("{} spans", spans.len())));
+    }
 
-    let search = TraceSearch {
-        service: q.service.clone(),
-        min_duration_ns: Some(q.min_duration_ns),
-        start_ns: q.last_hour.0,
-        end_ns: q.last_hour.1,
-        limit: 20,
-        ..Default::default()
-    };
-    let (ms, traces) = time(runs, || async { Ok(engine.search_traces(&search).await?) }).await?;
-    figures.push((
-        "search_service_min_duration",
-        ms,
-        format!("{} traces", traces.len()),
-    ));
+    if wanted("search_service_min_duration") {
+        let search = TraceSearch {
+            service: q.service.clone(),
+            min_duration_ns: Some(q.min_duration_ns),
+            start_ns: q.last_hour.0,
+            end_ns: q.last_hour.1,
+            limit: 20,
+            ..Default::default()
+        };
+        let (ms, traces) =
+            time(runs, || async { Ok(engine.search_traces(&search).await?) }).await?;
+        figures.push((
+            "search_service_min_duration",
+            ms,
+            format!("{} traces", traces.len()),
+        ));
+    }
 
-    let by_attribute = TraceSearch {
-        service: q.service.clone(),
-        tags: vec![q.attribute.clone()],
-        start_ns: q.last_hour.0,
-        end_ns: q.last_hour.1,
-        limit: 20,
-        ..Default::default()
-    };
-    let (ms, traces) = time(runs, || async {
-        Ok(engine.search_traces(&by_attribute).await?)
-    })
-    .await?;
-    figures.push(("search_attribute", ms, format!("{} traces", traces.len())));
+    if wanted("search_attribute") {
+        let by_attribute = TraceSearch {
+            service: q.service.clone(),
+            tags: vec![q.attribute.clone()],
+            start_ns: q.last_hour.0,
+            end_ns: q.last_hour.1,
+            limit: 20,
+            ..Default::default()
+        };
+        let (ms, traces) = time(runs, || async {
+            Ok(engine.search_traces(&by_attribute).await?)
+        })
+        .await?;
+        figures.push(("search_attribute", ms, format!("{} traces", traces.len())));
+    }
 
-    let (ms, edges) = time(runs, || async {
-        Ok(engine.service_map(q.day.0, q.day.1).await?)
-    })
-    .await?;
-    let calls: u64 = edges.iter().map(|e| e.stats.count).sum();
-    figures.push((
-        "service_map_day",
-        ms,
-        format!("{} edges, {calls} calls", edges.len()),
-    ));
+    if wanted("service_map_day") {
+        let (ms, edges) = time(runs, || async {
+            Ok(engine.service_map(q.day.0, q.day.1).await?)
+        })
+        .await?;
+        let calls: u64 = edges.iter().map(|e| e.stats.count).sum();
+        figures.push((
+            "service_map_day",
+            ms,
+            format!("{} edges, {calls} calls", edges.len()),
+        ));
+    }
 
     let red = RequestFilter {
         service: Some(q.service.clone()),
@@ -269,47 +284,53 @@ async fn run(
         start_ns: q.day.0,
         end_ns: q.day.1,
     };
-    let (ms, buckets) = time(runs, || async {
-        Ok(engine.red_series(&red, 1_800_000_000_000).await?)
-    })
-    .await?;
-    let requests: u64 = buckets.iter().map(|b| b.stats.count).sum();
-    figures.push((
-        "red_service_day",
-        ms,
-        format!("{} buckets, {requests} requests", buckets.len()),
-    ));
+    if wanted("red_service_day") {
+        let (ms, buckets) = time(runs, || async {
+            Ok(engine.red_series(&red, 1_800_000_000_000).await?)
+        })
+        .await?;
+        let requests: u64 = buckets.iter().map(|b| b.stats.count).sum();
+        figures.push((
+            "red_service_day",
+            ms,
+            format!("{} buckets, {requests} requests", buckets.len()),
+        ));
+    }
 
-    let histogram = RequestFilter {
-        operation: Some(q.operation.clone()),
-        ..red.clone()
-    };
-    let (ms, result) = time(runs, || async { Ok(engine.histogram(&histogram).await?) }).await?;
-    figures.push((
-        "histogram_day",
-        ms,
-        format!(
-            "{} buckets, {} requests",
-            result.buckets.len(),
-            result.stats.count
-        ),
-    ));
+    if wanted("histogram_day") {
+        let histogram = RequestFilter {
+            operation: Some(q.operation.clone()),
+            ..red.clone()
+        };
+        let (ms, result) = time(runs, || async { Ok(engine.histogram(&histogram).await?) }).await?;
+        figures.push((
+            "histogram_day",
+            ms,
+            format!(
+                "{} buckets, {} requests",
+                result.buckets.len(),
+                result.stats.count
+            ),
+        ));
+    }
 
-    let (ms, insights) = time(runs, || async {
-        Ok(engine.insights(q.last_hour.0, q.last_hour.1).await?)
-    })
-    .await?;
-    figures.push((
-        "insights_hour",
-        ms,
-        format!(
-            "{} edges, {} retried routes, {} instance groups, {} version groups",
-            insights.edges.len(),
-            insights.retries.len(),
-            insights.instances.len(),
-            insights.versions.len()
-        ),
-    ));
+    if wanted("insights_hour") {
+        let (ms, insights) = time(runs, || async {
+            Ok(engine.insights(q.last_hour.0, q.last_hour.1).await?)
+        })
+        .await?;
+        figures.push((
+            "insights_hour",
+            ms,
+            format!(
+                "{} edges, {} retried routes, {} instance groups, {} version groups",
+                insights.edges.len(),
+                insights.retries.len(),
+                insights.instances.len(),
+                insights.versions.len()
+            ),
+        ));
+    }
 
     println!("{:<30} {:>12}  result", "question", "median ms");
     for (name, ms, note) in &figures {

@@ -10,8 +10,9 @@
 //! rule that made it in [`rules`], and each view keeps example trace ids.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_nested::expr_fn::cardinality;
@@ -284,53 +285,92 @@ pub struct EdgeInsight {
     pub example_traces: Vec<String>,
 }
 
+/// Text shared between spans (service names, routes…): one allocation per
+/// distinct value, not per span.
+type Text = Arc<str>;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Server,
+    Client,
+    Producer,
+    Consumer,
+    #[default]
+    Other,
+}
+
+impl Kind {
+    fn parse(text: &str) -> Self {
+        match text {
+            "SERVER" => Self::Server,
+            "CLIENT" => Self::Client,
+            "PRODUCER" => Self::Producer,
+            "CONSUMER" => Self::Consumer,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A span's trace id and span id, as numbers: cheap to hash, sort and compare.
+type SpanKey = (u128, u64);
+
+fn trace_hex(trace: u128) -> String {
+    format!("{trace:032x}")
+}
+
 /// The columns one span contributes.
 #[derive(Debug, Default)]
 struct Span {
-    trace_id: String,
-    span_id: String,
-    parent: Option<String>,
-    kind: String,
-    name: String,
-    service: String,
-    version: Option<String>,
-    instance: Option<String>,
+    trace: u128,
+    id: u64,
+    parent: Option<u64>,
+    kind: Kind,
+    name: Text,
+    service: Text,
+    version: Option<Text>,
+    instance: Option<Text>,
     start_ns: i64,
     duration_ns: i64,
     error: bool,
-    method: Option<String>,
-    route: Option<String>,
-    url_full: Option<String>,
-    url_template: Option<String>,
-    url_scheme: Option<String>,
-    rpc_system: Option<String>,
-    rpc_method: Option<String>,
-    messaging_system: Option<String>,
-    destination: Option<String>,
-    peer: Option<String>,
-    db_system: Option<String>,
+    method: Option<Text>,
+    route: Option<Text>,
+    has_url: bool,
+    url_template: Option<Text>,
+    /// `url.scheme`, or the scheme of `url.full`.
+    url_scheme: Option<Text>,
+    rpc_system: Option<Text>,
+    rpc_method: Option<Text>,
+    messaging_system: Option<Text>,
+    destination: Option<Text>,
+    peer: Option<Text>,
+    db_system: bool,
     graphql: bool,
     tls: bool,
     resend_count: i64,
     idempotency_key: bool,
     request_bytes: Option<f64>,
     response_bytes: Option<f64>,
-    tx_name: Option<String>,
-    tx_outcome: Option<String>,
-    tx_failed_step: Option<String>,
-    tx_step: Option<String>,
+    tx_name: Option<Text>,
+    tx_outcome: Option<Text>,
+    tx_failed_step: Option<Text>,
+    tx_step: Option<Text>,
     compensation: bool,
+    /// Spans this one links to.
+    links: Vec<SpanKey>,
 }
 
 impl Span {
+    fn key(&self) -> SpanKey {
+        (self.trace, self.id)
+    }
     fn end_ns(&self) -> i64 {
         self.start_ns + self.duration_ns
     }
     fn is_outgoing(&self) -> bool {
-        matches!(self.kind.as_str(), "CLIENT" | "PRODUCER")
+        matches!(self.kind, Kind::Client | Kind::Producer)
     }
     fn is_incoming(&self) -> bool {
-        matches!(self.kind.as_str(), "SERVER" | "CONSUMER")
+        matches!(self.kind, Kind::Server | Kind::Consumer)
     }
     fn protocol(&self) -> &'static str {
         if self.graphql {
@@ -339,9 +379,9 @@ impl Span {
             "messaging"
         } else if self.rpc_system.as_deref() == Some("grpc") {
             "grpc"
-        } else if self.db_system.is_some() {
+        } else if self.db_system {
             "db"
-        } else if self.method.is_some() || self.url_full.is_some() {
+        } else if self.method.is_some() || self.has_url {
             "http"
         } else if self.rpc_system.is_some() {
             "grpc"
@@ -354,13 +394,7 @@ impl Span {
         if self.tls {
             return Some(true);
         }
-        let scheme = self.url_scheme.clone().or_else(|| {
-            self.url_full
-                .as_deref()
-                .and_then(|u| u.split_once("://"))
-                .map(|(scheme, _)| scheme.to_ascii_lowercase())
-        })?;
-        match scheme.as_str() {
+        match self.url_scheme.as_deref()? {
             "https" | "wss" | "grpcs" => Some(true),
             "http" | "ws" => Some(false),
             _ => None,
@@ -368,184 +402,243 @@ impl Span {
     }
 }
 
-/// Text columns, read as `Utf8` whatever the file stores.
-const TEXT_COLUMNS: &[(&str, &str)] = &[
-    ("trace_id", s::TRACE_ID),
-    ("span_id", s::SPAN_ID),
-    ("parent", s::PARENT_SPAN_ID),
-    ("kind", s::KIND),
-    ("name", s::NAME),
-    ("service", s::SERVICE_NAME),
-    ("status", s::STATUS_CODE),
-    ("version", "service_version"),
-    ("instance", "service_instance_id"),
-    ("method", "http_request_method"),
-    ("route", "http_route"),
-    ("url_full", "url_full"),
-    ("rpc_system", "rpc_system"),
-    ("rpc_method", "rpc_method"),
-    ("messaging_system", "messaging_system"),
-    ("destination", "messaging_destination_name"),
-    ("peer_service", "peer_service"),
-    ("server_address", "server_address"),
-    ("db_system", "db_system"),
+/// Columns read for every span, in this order (see [`Row`]).
+const COLUMNS: &[&str] = &[
+    s::TRACE_ID,
+    s::SPAN_ID,
+    s::PARENT_SPAN_ID,
+    s::KIND,
+    s::NAME,
+    s::SERVICE_NAME,
+    s::STATUS_CODE,
+    "service_version",
+    "service_instance_id",
+    "http_request_method",
+    "http_route",
+    "url_full",
+    "rpc_system",
+    "rpc_method",
+    "messaging_system",
+    "messaging_destination_name",
+    "peer_service",
+    "server_address",
+    "db_system",
 ];
 
-/// Span attributes read from the map (their values are text there).
-const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
-    ("url_template", "url.template"),
-    ("url_scheme", "url.scheme"),
-    ("graphql", "graphql.operation.type"),
-    ("tls_version", "tls.protocol.version"),
-    ("tls_established", "tls.established"),
-    ("tls_cipher", "tls.cipher"),
-    ("resend_count", "http.request.resend_count"),
-    ("idempotency_key", "http.request.header.idempotency-key"),
-    ("idempotency_key_plain", "idempotency_key"),
-    ("request_bytes", "http.request.body.size"),
-    ("response_bytes", "http.response.body.size"),
-    ("tx_name", "transaction.name"),
-    ("tx_outcome", "transaction.outcome"),
-    ("tx_failed_step", "transaction.failed_step"),
-    ("tx_step", "transaction.step"),
-    ("tx_compensation", "transaction.compensation"),
+/// Span attributes read from the map, after [`COLUMNS`], in this order.
+const ATTRIBUTES: &[&str] = &[
+    "url.template",
+    "url.scheme",
+    "graphql.operation.type",
+    "tls.protocol.version",
+    "tls.established",
+    "tls.cipher",
+    "http.request.resend_count",
+    "http.request.header.idempotency-key",
+    "idempotency_key",
+    "http.request.body.size",
+    "http.response.body.size",
+    "transaction.name",
+    "transaction.outcome",
+    "transaction.failed_step",
+    "transaction.step",
+    "transaction.compensation",
 ];
 
-fn text(batch: &RecordBatch, name: &str) -> Option<StringArray> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>().cloned())
+/// Positions in [`COLUMNS`].
+mod at {
+    pub const TRACE_ID: usize = 0;
+    pub const SPAN_ID: usize = 1;
+    pub const PARENT: usize = 2;
+    pub const KIND: usize = 3;
+    pub const NAME: usize = 4;
+    pub const SERVICE: usize = 5;
+    pub const STATUS: usize = 6;
+    pub const VERSION: usize = 7;
+    pub const INSTANCE: usize = 8;
+    pub const METHOD: usize = 9;
+    pub const ROUTE: usize = 10;
+    pub const URL_FULL: usize = 11;
+    pub const RPC_SYSTEM: usize = 12;
+    pub const RPC_METHOD: usize = 13;
+    pub const MESSAGING_SYSTEM: usize = 14;
+    pub const DESTINATION: usize = 15;
+    pub const PEER_SERVICE: usize = 16;
+    pub const SERVER_ADDRESS: usize = 17;
+    pub const DB_SYSTEM: usize = 18;
 }
 
-fn cell(array: &Option<StringArray>, row: usize) -> Option<String> {
-    let array = array.as_ref()?;
-    (!array.is_null(row)).then(|| array.value(row).to_owned())
+/// Positions in [`ATTRIBUTES`].
+mod attr {
+    pub const URL_TEMPLATE: usize = 0;
+    pub const URL_SCHEME: usize = 1;
+    pub const GRAPHQL: usize = 2;
+    pub const TLS_VERSION: usize = 3;
+    pub const TLS_ESTABLISHED: usize = 4;
+    pub const TLS_CIPHER: usize = 5;
+    pub const RESEND_COUNT: usize = 6;
+    pub const IDEMPOTENCY_KEY: usize = 7;
+    pub const IDEMPOTENCY_KEY_PLAIN: usize = 8;
+    pub const REQUEST_BYTES: usize = 9;
+    pub const RESPONSE_BYTES: usize = 10;
+    pub const TX_NAME: usize = 11;
+    pub const TX_OUTCOME: usize = 12;
+    pub const TX_FAILED_STEP: usize = 13;
+    pub const TX_STEP: usize = 14;
+    pub const TX_COMPENSATION: usize = 15;
+}
+
+/// One batch's text columns by position.
+struct Row {
+    texts: Vec<Option<StringArray>>,
+}
+
+impl Row {
+    fn get<'a>(&'a self, column: usize, row: usize) -> Option<&'a str> {
+        let array = self.texts.get(column)?.as_ref()?;
+        (!array.is_null(row)).then(|| array.value(row))
+    }
+    fn attribute(&self, index: usize, row: usize) -> Option<&str> {
+        self.get(COLUMNS.len() + index, row)
+    }
+}
+
+/// A fast hasher for in-process maps of short keys (the Fx hash of rustc):
+/// the maps here hold span ids and names from one query, not hostile input
+/// that could aim for collisions, so SipHash's protection is not needed.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// One `Arc<str>` per distinct text.
+#[derive(Default)]
+struct Interner(FastMap<Text, ()>);
+
+impl Interner {
+    fn text(&mut self, value: &str) -> Text {
+        if let Some((text, _)) = self.0.get_key_value(value) {
+            return Arc::clone(text);
+        }
+        let text: Text = Arc::from(value);
+        self.0.insert(Arc::clone(&text), ());
+        text
+    }
+    fn maybe(&mut self, value: Option<&str>) -> Option<Text> {
+        value.map(|v| self.text(v))
+    }
 }
 
 impl QueryEngine {
     /// Every view over `[start_ns, end_ns]`.
     pub async fn insights(&self, start_ns: i64, end_ns: i64) -> Result<Insights, QueryError> {
-        let spans = self.insight_spans(start_ns, end_ns).await?;
-        let links = self.insight_links(start_ns, end_ns).await?;
-        let events = self.breaker_events(start_ns, end_ns).await?;
-        Ok(compute(spans, &links, events, start_ns, end_ns))
+        let started = std::time::Instant::now();
+        // Two scans of the same files, side by side.
+        let (spans, events) = futures::try_join!(
+            self.insight_spans(start_ns, end_ns),
+            self.breaker_events(start_ns, end_ns)
+        )?;
+        let read = started.elapsed();
+        let count = spans.len();
+        let insights = compute(spans, events, start_ns, end_ns);
+        tracing::debug!(
+            spans = count,
+            read_ms = read.as_millis() as u64,
+            compute_ms = (started.elapsed() - read).as_millis() as u64,
+            "insights"
+        );
+        Ok(insights)
     }
 
     async fn insight_spans(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Span>, QueryError> {
-        let mut columns: Vec<Expr> = TEXT_COLUMNS
+        let mut columns: Vec<Expr> = COLUMNS
             .iter()
-            .map(|(alias, column)| cast(col(*column), DataType::Utf8).alias(*alias))
+            .map(|column| cast(col(*column), DataType::Utf8))
             .collect();
-        columns.extend(ATTRIBUTE_COLUMNS.iter().map(|(alias, key)| {
-            cast(get_field(col(s::ATTRIBUTES), *key), DataType::Utf8).alias(*alias)
-        }));
+        columns.extend(
+            ATTRIBUTES
+                .iter()
+                .map(|key| cast(get_field(col(s::ATTRIBUTES), *key), DataType::Utf8)),
+        );
         columns.push(cast(col(s::START_TIME), DataType::Int64).alias("start_ns"));
         columns.push(cast(col(s::DURATION_NS), DataType::Int64).alias("duration_ns"));
+        columns.push(col(s::LINKS));
         let frame = self.spans_in(start_ns, end_ns).await?.select(columns)?;
+        let mut interner = Interner::default();
         let mut spans = Vec::new();
         for batch in self.collect(frame).await? {
-            let texts: HashMap<&str, Option<StringArray>> = TEXT_COLUMNS
-                .iter()
-                .chain(ATTRIBUTE_COLUMNS)
-                .map(|(alias, _)| (*alias, text(&batch, alias)))
-                .collect();
-            let get = |name: &str, row: usize| texts.get(name).and_then(|a| cell(a, row));
-            let int = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_primitive_opt::<Int64Type>().cloned())
+            let texts = COLUMNS.len() + ATTRIBUTES.len();
+            let row_data = Row {
+                texts: (0..texts)
+                    .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
+                    .collect(),
             };
-            let (starts, durations) = (int("start_ns"), int("duration_ns"));
+            let starts = batch.column(texts).as_primitive_opt::<Int64Type>().cloned();
+            let durations = batch
+                .column(texts + 1)
+                .as_primitive_opt::<Int64Type>()
+                .cloned();
+            let links = batch.column(texts + 2).as_list_opt::<i32>().cloned();
             for row in 0..batch.num_rows() {
-                let number = |name: &str| get(name, row).and_then(|v| v.parse::<f64>().ok());
-                let (Some(trace_id), Some(span_id)) = (get("trace_id", row), get("span_id", row))
-                else {
+                let r = &row_data;
+                let Some(span) = read_span(r, row, &mut interner) else {
                     continue;
                 };
+                // Most spans have no links: look at the offsets before slicing.
+                let links = links
+                    .as_ref()
+                    .filter(|l| l.is_valid(row) && l.value_length(row) > 0)
+                    .map(|l| link_keys(&l.value(row)))
+                    .unwrap_or_default();
                 spans.push(Span {
-                    trace_id,
-                    span_id,
-                    parent: get("parent", row).filter(|p| !p.is_empty()),
-                    kind: get("kind", row).unwrap_or_default(),
-                    name: get("name", row).unwrap_or_default(),
-                    service: get("service", row).unwrap_or_default(),
-                    version: get("version", row),
-                    instance: get("instance", row),
                     start_ns: starts.as_ref().map_or(0, |a| a.value(row)),
                     duration_ns: durations.as_ref().map_or(0, |a| a.value(row)),
-                    error: get("status", row).as_deref() == Some("ERROR"),
-                    method: get("method", row),
-                    route: get("route", row),
-                    url_full: get("url_full", row),
-                    url_template: get("url_template", row),
-                    url_scheme: get("url_scheme", row).map(|s| s.to_ascii_lowercase()),
-                    rpc_system: get("rpc_system", row),
-                    rpc_method: get("rpc_method", row),
-                    messaging_system: get("messaging_system", row),
-                    destination: get("destination", row),
-                    peer: get("peer_service", row).or_else(|| get("server_address", row)),
-                    db_system: get("db_system", row),
-                    graphql: get("graphql", row).is_some(),
-                    tls: get("tls_version", row).is_some()
-                        || get("tls_cipher", row).is_some()
-                        || get("tls_established", row).as_deref() == Some("true"),
-                    resend_count: number("resend_count").unwrap_or(0.0) as i64,
-                    idempotency_key: get("idempotency_key", row).is_some()
-                        || get("idempotency_key_plain", row).is_some(),
-                    request_bytes: number("request_bytes"),
-                    response_bytes: number("response_bytes"),
-                    tx_name: get("tx_name", row),
-                    tx_outcome: get("tx_outcome", row),
-                    tx_failed_step: get("tx_failed_step", row),
-                    tx_step: get("tx_step", row),
-                    compensation: get("tx_compensation", row).as_deref() == Some("true"),
+                    links,
+                    ..span
                 });
             }
         }
         Ok(spans)
     }
 
-    /// `(trace, span) → (linked trace, linked span)` for spans with links.
-    async fn insight_links(
-        &self,
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Result<Vec<((String, String), (String, String))>, QueryError> {
-        let frame = self
-            .spans_in(start_ns, end_ns)
-            .await?
-            .filter(cardinality(col(s::LINKS)).gt(lit(0u64)))?
-            .select(vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::LINKS)])?
-            .unnest_columns(&[s::LINKS])?
-            .select(vec![
-                cast(col(s::TRACE_ID), DataType::Utf8),
-                cast(col(s::SPAN_ID), DataType::Utf8),
-                cast(get_field(col(s::LINKS), s::link::TRACE_ID), DataType::Utf8),
-                cast(get_field(col(s::LINKS), s::link::SPAN_ID), DataType::Utf8),
-            ])?;
-        let mut links = Vec::new();
-        for batch in self.collect(frame).await? {
-            let columns: Vec<_> = (0..4)
-                .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
-                .collect();
-            for row in 0..batch.num_rows() {
-                let value = |i: usize| cell(&columns[i], row);
-                if let (Some(a), Some(b), Some(c), Some(d)) =
-                    (value(0), value(1), value(2), value(3))
-                {
-                    links.push(((a, b), (c, d)));
-                }
-            }
-        }
-        Ok(links)
-    }
-
-    /// `circuit_breaker.state_change` events: (trace, span, event).
+    /// `circuit_breaker.state_change` events on outgoing spans: (span, event).
     async fn breaker_events(
         &self,
         start_ns: i64,
         end_ns: i64,
-    ) -> Result<Vec<(String, String, BreakerEvent)>, QueryError> {
+    ) -> Result<Vec<(SpanKey, BreakerEvent)>, QueryError> {
         let attribute = |key: &str| {
             cast(
                 get_field(get_field(col(s::EVENTS), "attributes"), key),
@@ -555,7 +648,11 @@ impl QueryEngine {
         let frame = self
             .spans_in(start_ns, end_ns)
             .await?
-            .filter(cardinality(col(s::EVENTS)).gt(lit(0u64)))?
+            .filter(
+                col(s::KIND)
+                    .in_list(vec![lit("CLIENT"), lit("PRODUCER")], false)
+                    .and(cardinality(col(s::EVENTS)).gt(lit(0u64))),
+            )?
             .select(vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::EVENTS)])?
             .unnest_columns(&[s::EVENTS])?
             .filter(
@@ -571,31 +668,122 @@ impl QueryEngine {
             ])?;
         let mut events = Vec::new();
         for batch in self.collect(frame).await? {
-            let texts: Vec<_> = [0, 1, 3, 4, 5]
-                .iter()
-                .map(|&i| batch.column(i).as_string_opt::<i32>().cloned())
-                .collect();
+            let row_data = Row {
+                texts: [0, 1, 3, 4, 5]
+                    .iter()
+                    .map(|&i| batch.column(i).as_string_opt::<i32>().cloned())
+                    .collect(),
+            };
             let times = batch.column(2).as_primitive_opt::<Int64Type>().cloned();
             for row in 0..batch.num_rows() {
-                let value = |i: usize| cell(&texts[i], row);
-                let (Some(trace), Some(span), Some(state)) = (value(0), value(1), value(3)) else {
+                let value = |i: usize| row_data.get(i, row);
+                let (Some(trace), Some(span), Some(state)) = (
+                    value(0).and_then(parse_trace),
+                    value(1).and_then(parse_span),
+                    value(3),
+                ) else {
                     continue;
                 };
                 events.push((
-                    trace.clone(),
-                    span,
+                    (trace, span),
                     BreakerEvent {
                         time_ns: times.as_ref().map_or(0, |t| t.value(row)),
-                        name: value(2),
-                        state,
-                        previous_state: value(4),
-                        trace_id: trace,
+                        name: value(2).map(str::to_owned),
+                        state: state.to_owned(),
+                        previous_state: value(4).map(str::to_owned),
+                        trace_id: trace_hex(trace),
                     },
                 ));
             }
         }
         Ok(events)
     }
+}
+
+fn parse_trace(hex: &str) -> Option<u128> {
+    u128::from_str_radix(hex, 16).ok()
+}
+
+fn parse_span(hex: &str) -> Option<u64> {
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The (trace, span) of each element of one span's `links` list.
+fn link_keys(links: &datafusion::arrow::array::ArrayRef) -> Vec<SpanKey> {
+    let Some(links) = links.as_struct_opt() else {
+        return Vec::new();
+    };
+    let field = |name: &str| {
+        links
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>().cloned())
+    };
+    let (Some(traces), Some(spans)) = (field(s::link::TRACE_ID), field(s::link::SPAN_ID)) else {
+        return Vec::new();
+    };
+    (0..links.len())
+        .filter_map(|i| {
+            let trace = (!traces.is_null(i)).then(|| traces.value(i))?;
+            let span = (!spans.is_null(i)).then(|| spans.value(i))?;
+            Some((parse_trace(trace)?, parse_span(span)?))
+        })
+        .collect()
+}
+
+/// One row as a [`Span`] (without times and links), or `None` without ids.
+fn read_span(r: &Row, row: usize, interner: &mut Interner) -> Option<Span> {
+    let trace = parse_trace(r.get(at::TRACE_ID, row)?)?;
+    let id = parse_span(r.get(at::SPAN_ID, row)?)?;
+    let get = |column: usize| r.get(column, row);
+    let attribute = |index: usize| r.attribute(index, row);
+    let number = |index: usize| attribute(index).and_then(|v| v.parse::<f64>().ok());
+    let url_full = get(at::URL_FULL);
+    let scheme = attribute(attr::URL_SCHEME)
+        .or_else(|| {
+            url_full
+                .and_then(|u| u.split_once("://"))
+                .map(|(scheme, _)| scheme)
+        })
+        .map(|scheme| interner.text(&scheme.to_ascii_lowercase()));
+    Some(Span {
+        trace,
+        id,
+        parent: get(at::PARENT)
+            .filter(|p| !p.is_empty())
+            .and_then(parse_span),
+        kind: Kind::parse(get(at::KIND).unwrap_or_default()),
+        name: interner.text(get(at::NAME).unwrap_or_default()),
+        service: interner.text(get(at::SERVICE).unwrap_or_default()),
+        version: interner.maybe(get(at::VERSION)),
+        instance: interner.maybe(get(at::INSTANCE)),
+        error: get(at::STATUS) == Some("ERROR"),
+        method: interner.maybe(get(at::METHOD)),
+        route: interner.maybe(get(at::ROUTE)),
+        has_url: url_full.is_some(),
+        url_template: interner.maybe(attribute(attr::URL_TEMPLATE)),
+        url_scheme: scheme,
+        rpc_system: interner.maybe(get(at::RPC_SYSTEM)),
+        rpc_method: interner.maybe(get(at::RPC_METHOD)),
+        messaging_system: interner.maybe(get(at::MESSAGING_SYSTEM)),
+        destination: interner.maybe(get(at::DESTINATION)),
+        peer: interner.maybe(get(at::PEER_SERVICE).or_else(|| get(at::SERVER_ADDRESS))),
+        db_system: get(at::DB_SYSTEM).is_some(),
+        graphql: attribute(attr::GRAPHQL).is_some(),
+        tls: attribute(attr::TLS_VERSION).is_some()
+            || attribute(attr::TLS_CIPHER).is_some()
+            || attribute(attr::TLS_ESTABLISHED) == Some("true"),
+        resend_count: number(attr::RESEND_COUNT).unwrap_or(0.0) as i64,
+        idempotency_key: attribute(attr::IDEMPOTENCY_KEY).is_some()
+            || attribute(attr::IDEMPOTENCY_KEY_PLAIN).is_some(),
+        request_bytes: number(attr::REQUEST_BYTES),
+        response_bytes: number(attr::RESPONSE_BYTES),
+        tx_name: interner.maybe(attribute(attr::TX_NAME)),
+        tx_outcome: interner.maybe(attribute(attr::TX_OUTCOME)),
+        tx_failed_step: interner.maybe(attribute(attr::TX_FAILED_STEP)),
+        tx_step: interner.maybe(attribute(attr::TX_STEP)),
+        compensation: attribute(attr::TX_COMPENSATION) == Some("true"),
+        ..Span::default()
+    })
 }
 
 fn summarize(durations: &mut [i64], errors: u64, seconds: f64) -> Latencies {
@@ -652,7 +840,13 @@ fn z_score(a: u64, n: u64, b: u64, m: u64) -> f64 {
     if se == 0.0 { 0.0 } else { (p1 - p2) / se }
 }
 
-fn push_example(examples: &mut Vec<String>, trace_id: &str) {
+fn push_example(examples: &mut Vec<String>, trace: u128) {
+    if examples.len() < rules::EXAMPLES {
+        push_hex(examples, &trace_hex(trace));
+    }
+}
+
+fn push_hex(examples: &mut Vec<String>, trace_id: &str) {
     if examples.len() < rules::EXAMPLES && !examples.iter().any(|t| t == trace_id) {
         examples.push(trace_id.to_owned());
     }
@@ -680,95 +874,109 @@ impl Buckets {
     }
 }
 
+/// Indexes sorted by key: a key's entries are one binary search away.
+type SortedIndex = Vec<(SpanKey, usize)>;
+
+fn entries(index: &[(SpanKey, usize)], key: SpanKey) -> impl Iterator<Item = usize> + '_ {
+    let first = index.partition_point(|(k, _)| *k < key);
+    index[first..]
+        .iter()
+        .take_while(move |(k, _)| *k == key)
+        .map(|(_, i)| *i)
+}
+
+/// Caller and callee, as the spans name them.
+type EdgeName = (Text, Text);
+
+fn edge_key((from, to): &EdgeName) -> EdgeKey {
+    EdgeKey {
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
 /// The spans of one range, indexed for walking calls.
 struct Graph<'a> {
     spans: &'a [Span],
-    children: HashMap<(&'a str, &'a str), Vec<usize>>,
-    /// Consumers that link to a span without being its child.
-    linked_by: HashMap<(&'a str, &'a str), Vec<usize>>,
+    /// Span → its position.
+    by_id: SortedIndex,
+    /// (trace, parent) → children.
+    children: SortedIndex,
+    /// Linked span → consumers that link to it without being its child.
+    linked_by: SortedIndex,
 }
 
 impl<'a> Graph<'a> {
-    fn new(spans: &'a [Span], links: &'a [((String, String), (String, String))]) -> Self {
-        let mut children: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, span) in spans.iter().enumerate() {
-            index.insert((&span.trace_id, &span.span_id), i);
-            if let Some(parent) = &span.parent {
-                children
-                    .entry((&span.trace_id, parent))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let mut linked_by: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for ((trace, span), (linked_trace, linked_span)) in links {
-            let Some(&consumer) = index.get(&(trace.as_str(), span.as_str())) else {
-                continue;
-            };
-            if spans[consumer].parent.as_deref() == Some(linked_span.as_str()) {
-                continue;
-            }
-            linked_by
-                .entry((linked_trace, linked_span))
-                .or_default()
-                .push(consumer);
-        }
+    fn new(spans: &'a [Span]) -> Self {
+        let mut by_id: SortedIndex = spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key(), i))
+            .collect();
+        let mut children: SortedIndex = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some(((s.trace, s.parent?), i)))
+            .collect();
+        let mut linked_by: SortedIndex = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.links
+                    .iter()
+                    .filter(move |(_, linked)| s.parent != Some(*linked))
+                    .map(move |linked| (*linked, i))
+            })
+            .collect();
+        by_id.sort_unstable();
+        children.sort_unstable();
+        linked_by.sort_unstable();
         Self {
             spans,
+            by_id,
             children,
             linked_by,
         }
+    }
+
+    fn position(&self, key: SpanKey) -> Option<usize> {
+        entries(&self.by_id, key).next()
     }
 
     /// What answered an outgoing span: server or consumer spans of other
     /// services below it or linking to it.
     fn callees(&self, i: usize) -> Vec<usize> {
         let span = &self.spans[i];
-        let key = (span.trace_id.as_str(), span.span_id.as_str());
-        let other = |&&j: &&usize| {
-            let callee = &self.spans[j];
+        let other = |j: &usize| {
+            let callee = &self.spans[*j];
             callee.is_incoming() && callee.service != span.service
         };
-        let mut callees: Vec<usize> = self
-            .children
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(other)
-            .copied()
-            .collect();
-        if span.kind == "PRODUCER" {
-            callees.extend(self.linked_by.get(&key).into_iter().flatten().filter(other));
+        let mut callees: Vec<usize> = entries(&self.children, span.key()).filter(other).collect();
+        if span.kind == Kind::Producer {
+            callees.extend(entries(&self.linked_by, span.key()).filter(other));
         }
         callees
     }
 
     /// The edge an outgoing span is on, with the spans that answered it.
-    fn edge(&self, i: usize) -> Option<(EdgeKey, Vec<usize>)> {
+    fn edge(&self, i: usize) -> Option<(EdgeName, Vec<usize>)> {
         let span = &self.spans[i];
         let callees = self.callees(i);
         let to = match callees.first() {
-            Some(&j) => self.spans[j].service.clone(),
+            Some(&j) => Arc::clone(&self.spans[j].service),
             None => span.peer.clone().filter(|peer| *peer != span.service)?,
         };
-        Some((
-            EdgeKey {
-                from: span.service.clone(),
-                to,
-            },
-            callees,
-        ))
+        Some(((Arc::clone(&span.service), to), callees))
     }
 
     /// The route a call asks for.
-    fn route(&self, i: usize, callees: &[usize]) -> String {
+    fn route(&self, i: usize, callees: &[usize]) -> Text {
         let span = &self.spans[i];
         span.url_template
             .clone()
             .or_else(|| callees.first().and_then(|&j| self.spans[j].route.clone()))
             .or_else(|| span.rpc_method.clone())
-            .unwrap_or_else(|| span.name.clone())
+            .unwrap_or_else(|| Arc::clone(&span.name))
     }
 }
 
@@ -793,7 +1001,7 @@ struct RetryAcc {
     method: Option<String>,
     attempts: u64,
     retries: u64,
-    retried_calls: HashSet<(String, String)>,
+    retried_calls: HashSet<(u128, u64)>,
     non_idempotent: u64,
     per_bucket: Vec<(u64, u64)>,
     examples: Vec<String>,
@@ -810,21 +1018,21 @@ struct AsyncAcc {
 
 fn compute(
     spans: Vec<Span>,
-    links: &[((String, String), (String, String))],
-    events: Vec<(String, String, BreakerEvent)>,
+    events: Vec<(SpanKey, BreakerEvent)>,
     start_ns: i64,
     end_ns: i64,
 ) -> Insights {
     let seconds = (end_ns - start_ns) as f64 / 1e9;
     let buckets = Buckets::new(start_ns, end_ns);
-    let graph = Graph::new(&spans, links);
+    let graph = Graph::new(&spans);
 
-    let mut edges: BTreeMap<EdgeKey, EdgeAcc> = BTreeMap::new();
-    let mut retries: BTreeMap<(EdgeKey, String), RetryAcc> = BTreeMap::new();
-    let mut messaging: BTreeMap<(EdgeKey, Option<String>), AsyncAcc> = BTreeMap::new();
-    let mut span_edges: HashMap<(&str, &str), EdgeKey> = HashMap::new();
-    // Siblings to the same callee and route: (trace, parent, edge, route) → attempts.
-    let mut siblings: HashMap<(&str, &str, EdgeKey, String), Vec<usize>> = HashMap::new();
+    let mut edges: FastMap<EdgeName, EdgeAcc> = FastMap::default();
+    let mut retries: FastMap<(EdgeName, Text), RetryAcc> = FastMap::default();
+    let mut messaging: FastMap<(EdgeName, Option<Text>), AsyncAcc> = FastMap::default();
+    // Attempts without resend_count: (trace, parent, edge, route, start, span).
+    // The edge and route by the address of their interned text, to sort fast.
+    let mut siblings: Vec<(u128, u64, usize, usize, usize, i64, usize)> = Vec::new();
+    let address = |text: &Text| Arc::as_ptr(text).cast::<u8>() as usize;
 
     for (i, span) in spans.iter().enumerate() {
         if !span.is_outgoing() {
@@ -833,10 +1041,9 @@ fn compute(
         let Some((edge, callees)) = graph.edge(i) else {
             continue;
         };
-        span_edges.insert((&span.trace_id, &span.span_id), edge.clone());
-        if span.kind == "PRODUCER" {
+        if span.kind == Kind::Producer {
             // A message read by several services is a call to each of them.
-            let mut consumers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            let mut consumers: BTreeMap<&Text, Vec<usize>> = BTreeMap::new();
             for &j in &callees {
                 consumers.entry(&spans[j].service).or_default().push(j);
             }
@@ -844,10 +1051,7 @@ fn compute(
                 add_call(edges.entry(edge).or_default(), span, &[], &spans);
             }
             for (service, readers) in consumers {
-                let edge = EdgeKey {
-                    from: span.service.clone(),
-                    to: service.to_owned(),
-                };
+                let edge: EdgeName = (Arc::clone(&span.service), Arc::clone(service));
                 add_call(
                     edges.entry(edge.clone()).or_default(),
                     span,
@@ -857,14 +1061,14 @@ fn compute(
                 let acc = messaging
                     .entry((edge, span.destination.clone()))
                     .or_default();
-                acc.destination = span.destination.clone();
-                acc.system = span.messaging_system.clone();
+                acc.destination = span.destination.as_deref().map(str::to_owned);
+                acc.system = span.messaging_system.as_deref().map(str::to_owned);
                 for &j in &readers {
                     let consumer = &spans[j];
                     acc.lags
                         .push((consumer.start_ns, consumer.start_ns - span.end_ns()));
                     acc.consumer_errors += u64::from(consumer.error);
-                    push_example(&mut acc.examples, &consumer.trace_id);
+                    push_example(&mut acc.examples, consumer.trace);
                 }
             }
             continue;
@@ -878,45 +1082,71 @@ fn compute(
 
         let route = graph.route(i, &callees);
         let acc = retries
-            .entry((edge.clone(), route.clone()))
+            .entry((edge.clone(), Arc::clone(&route)))
             .or_insert_with(|| RetryAcc {
                 per_bucket: vec![(0, 0); rules::BUCKETS],
                 ..RetryAcc::default()
             });
         acc.attempts += 1;
-        acc.method = acc.method.take().or_else(|| span.method.clone());
+        if acc.method.is_none() {
+            acc.method = span.method.as_deref().map(str::to_owned);
+        }
         acc.per_bucket[buckets.index(span.start_ns)].0 += 1;
         if span.resend_count > 0 {
             count_retry(acc, span, &buckets);
-        } else if let Some(parent) = &span.parent {
-            siblings
-                .entry((&span.trace_id, parent, edge, route))
-                .or_default()
-                .push(i);
+        } else if let Some(parent) = span.parent {
+            siblings.push((
+                span.trace,
+                parent,
+                address(&edge.0),
+                address(&edge.1),
+                address(&route),
+                span.start_ns,
+                i,
+            ));
         }
     }
     // Repeated siblings without `resend_count`: an attempt after a failed one is a retry.
-    for ((_, _, edge, route), mut attempts) in siblings {
-        if attempts.len() < 2 {
-            continue;
-        }
-        attempts.sort_by_key(|&i| spans[i].start_ns);
-        let Some(acc) = retries.get_mut(&(edge, route)) else {
-            continue;
-        };
-        for pair in attempts.windows(2) {
-            if spans[pair[0]].error {
-                count_retry(acc, &spans[pair[1]], &buckets);
+    siblings.sort_unstable();
+    for pair in siblings.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let same_call = (a.0, a.1, a.2, a.3, a.4) == (b.0, b.1, b.2, b.3, b.4);
+        if same_call && spans[a.6].error {
+            let Some((edge, callees)) = graph.edge(b.6) else {
+                continue;
+            };
+            let route = graph.route(b.6, &callees);
+            if let Some(acc) = retries.get_mut(&(edge, route)) {
+                count_retry(acc, &spans[b.6], &buckets);
             }
         }
     }
 
-    let breakers = breaker_insights(&edges, events, &span_edges, end_ns);
+    let mut changes: BTreeMap<EdgeKey, Vec<BreakerEvent>> = BTreeMap::new();
+    for (key, event) in events {
+        if let Some((edge, _)) = graph.position(key).and_then(|i| graph.edge(i)) {
+            changes.entry(edge_key(&edge)).or_default().push(event);
+        }
+    }
+    let edges: BTreeMap<EdgeKey, EdgeAcc> = edges
+        .into_iter()
+        .map(|(edge, acc)| (edge_key(&edge), acc))
+        .collect();
+    let retries: BTreeMap<(EdgeKey, String), RetryAcc> = retries
+        .into_iter()
+        .map(|((edge, route), acc)| ((edge_key(&edge), route.to_string()), acc))
+        .collect();
+    let messaging: BTreeMap<(EdgeKey, Option<String>), AsyncAcc> = messaging
+        .into_iter()
+        .map(|((edge, destination), acc)| {
+            ((edge_key(&edge), destination.map(|d| d.to_string())), acc)
+        })
+        .collect();
     Insights {
         start_ns,
         end_ns,
         retries: retry_insights(retries, &buckets),
-        breakers,
+        breakers: breaker_insights(&edges, changes, end_ns),
         instances: instance_insights(&spans, seconds),
         versions: version_insights(&spans, seconds),
         messaging: async_insights(messaging, &buckets, start_ns, end_ns),
@@ -930,7 +1160,12 @@ fn compute(
 fn add_call(acc: &mut EdgeAcc, span: &Span, callees: &[usize], spans: &[Span]) {
     acc.durations.push(span.duration_ns);
     acc.errors += u64::from(span.error);
-    *acc.protocols.entry(span.protocol().to_owned()).or_default() += 1;
+    match acc.protocols.get_mut(span.protocol()) {
+        Some(count) => *count += 1,
+        None => {
+            acc.protocols.insert(span.protocol().to_owned(), 1);
+        }
+    }
     if let Some(bytes) = span.request_bytes {
         acc.request_bytes.0 += bytes;
         acc.request_bytes.1 += 1;
@@ -943,17 +1178,17 @@ fn add_call(acc: &mut EdgeAcc, span: &Span, callees: &[usize], spans: &[Span]) {
         Some(true) => acc.tls += 1,
         Some(false) => {
             acc.plain += 1;
-            push_example(&mut acc.plain_examples, &span.trace_id);
+            push_example(&mut acc.plain_examples, span.trace);
         }
         None => {}
     }
-    push_example(&mut acc.examples, &span.trace_id);
+    push_example(&mut acc.examples, span.trace);
     if span.error {
-        push_example(&mut acc.error_examples, &span.trace_id);
-        let answered = callees.iter().any(|&j| spans[j].kind == "SERVER");
-        if span.kind == "CLIENT" && !answered && span.duration_ns < rules::FAST_FAILURE_NS {
+        push_example(&mut acc.error_examples, span.trace);
+        let answered = callees.iter().any(|&j| spans[j].kind == Kind::Server);
+        if span.kind == Kind::Client && !answered && span.duration_ns < rules::FAST_FAILURE_NS {
             acc.fast_failures.push(span.duration_ns);
-            push_example(&mut acc.fast_examples, &span.trace_id);
+            push_example(&mut acc.fast_examples, span.trace);
         }
     }
 }
@@ -961,15 +1196,13 @@ fn add_call(acc: &mut EdgeAcc, span: &Span, callees: &[usize], spans: &[Span]) {
 fn count_retry(acc: &mut RetryAcc, span: &Span, buckets: &Buckets) {
     acc.retries += 1;
     acc.per_bucket[buckets.index(span.start_ns)].1 += 1;
-    acc.retried_calls.insert((
-        span.trace_id.clone(),
-        span.parent.clone().unwrap_or_default(),
-    ));
+    acc.retried_calls
+        .insert((span.trace, span.parent.unwrap_or_default()));
     let unsafe_method = matches!(span.method.as_deref(), Some("POST" | "PATCH"));
     if unsafe_method && !span.idempotency_key {
         acc.non_idempotent += 1;
     }
-    push_example(&mut acc.examples, &span.trace_id);
+    push_example(&mut acc.examples, span.trace);
 }
 
 fn retry_insights(
@@ -1018,16 +1251,9 @@ fn retry_insights(
 
 fn breaker_insights(
     edges: &BTreeMap<EdgeKey, EdgeAcc>,
-    events: Vec<(String, String, BreakerEvent)>,
-    span_edges: &HashMap<(&str, &str), EdgeKey>,
+    mut changes: BTreeMap<EdgeKey, Vec<BreakerEvent>>,
     end_ns: i64,
 ) -> Vec<BreakerInsight> {
-    let mut changes: BTreeMap<EdgeKey, Vec<BreakerEvent>> = BTreeMap::new();
-    for (trace, span, event) in events {
-        if let Some(edge) = span_edges.get(&(trace.as_str(), span.as_str())) {
-            changes.entry(edge.clone()).or_default().push(event);
-        }
-    }
     let mut out = Vec::new();
     for (edge, acc) in edges {
         let mut state_changes = changes.remove(edge).unwrap_or_default();
@@ -1061,7 +1287,7 @@ fn breaker_insights(
         fast.sort_unstable();
         let mut examples = acc.fast_examples.clone();
         for event in &state_changes {
-            push_example(&mut examples, &event.trace_id);
+            push_hex(&mut examples, &event.trace_id);
         }
         out.push(BreakerInsight {
             edge: edge.clone(),
@@ -1085,9 +1311,9 @@ fn requests_by_service(spans: &[Span]) -> BTreeMap<&str, Vec<&Span>> {
     let mut servers: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     let mut consumers: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     for span in spans {
-        match span.kind.as_str() {
-            "SERVER" => servers.entry(&span.service).or_default().push(span),
-            "CONSUMER" => consumers.entry(&span.service).or_default().push(span),
+        match span.kind {
+            Kind::Server => servers.entry(&span.service).or_default().push(span),
+            Kind::Consumer => consumers.entry(&span.service).or_default().push(span),
             _ => {}
         }
     }
@@ -1106,17 +1332,18 @@ struct Group<'a> {
 
 fn groups<'a>(
     spans: &[&'a Span],
-    key: impl Fn(&Span) -> Option<&String>,
+    key: impl Fn(&'a Span) -> Option<&'a Text>,
     seconds: f64,
 ) -> Vec<Group<'a>> {
-    let mut by: BTreeMap<String, Vec<&Span>> = BTreeMap::new();
+    let mut by: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     for &span in spans {
         if let Some(name) = key(span) {
-            by.entry(name.clone()).or_default().push(span);
+            by.entry(name).or_default().push(span);
         }
     }
     by.into_iter()
         .map(|(name, spans)| {
+            let name = name.to_owned();
             let mut durations: Vec<i64> = spans.iter().map(|s| s.duration_ns).collect();
             let errors = spans.iter().filter(|s| s.error).count() as u64;
             Group {
@@ -1210,7 +1437,7 @@ fn instance_insights(spans: &[Span], seconds: f64) -> Vec<InstanceInsight> {
                     let mut slowest: Vec<&&Span> = g.spans.iter().collect();
                     slowest.sort_by_key(|s| std::cmp::Reverse(s.duration_ns));
                     for span in slowest {
-                        push_example(&mut examples, &span.trace_id);
+                        push_example(&mut examples, span.trace);
                     }
                     InstanceStats {
                         instance: g.name.clone(),
@@ -1263,7 +1490,7 @@ fn version_insights(spans: &[Span], seconds: f64) -> Vec<VersionInsight> {
                     let durations: Vec<i64> = g.spans.iter().map(|s| s.duration_ns).collect();
                     let mut examples = Vec::new();
                     for span in g.spans.iter().filter(|s| s.error).chain(&g.spans) {
-                        push_example(&mut examples, &span.trace_id);
+                        push_example(&mut examples, span.trace);
                     }
                     VersionStats {
                         version: g.name.clone(),
@@ -1344,10 +1571,10 @@ fn async_insights(
 }
 
 fn transaction_insights(spans: &[Span]) -> Vec<TransactionInsight> {
-    let mut by_trace: HashMap<&str, Vec<&Span>> = HashMap::new();
+    let mut by_trace: HashMap<u128, Vec<&Span>> = HashMap::new();
     for span in spans {
         if span.tx_outcome.is_some() || span.tx_step.is_some() || span.compensation {
-            by_trace.entry(&span.trace_id).or_default().push(span);
+            by_trace.entry(span.trace).or_default().push(span);
         }
     }
     let mut out: BTreeMap<(String, String), TransactionInsight> = BTreeMap::new();
@@ -1359,8 +1586,8 @@ fn transaction_insights(spans: &[Span]) -> Vec<TransactionInsight> {
             continue;
         };
         let key = (
-            root.service.clone(),
-            root.tx_name.clone().unwrap_or_else(|| root.name.clone()),
+            root.service.to_string(),
+            root.tx_name.as_deref().unwrap_or(&root.name).to_owned(),
         );
         let entry = out
             .entry(key.clone())
@@ -1379,17 +1606,17 @@ fn transaction_insights(spans: &[Span]) -> Vec<TransactionInsight> {
             });
         entry.total += 1;
         if let Some(outcome) = &root.tx_outcome {
-            *entry.outcomes.entry(outcome.clone()).or_default() += 1;
+            *entry.outcomes.entry(outcome.to_string()).or_default() += 1;
         }
         if let Some(step) = &root.tx_failed_step {
-            *entry.failed_steps.entry(step.clone()).or_default() += 1;
+            *entry.failed_steps.entry(step.to_string()).or_default() += 1;
         }
         let compensations: Vec<&&Span> = spans.iter().filter(|s| s.compensation).collect();
         // A step's outcome is that of its last attempt.
         let mut steps: HashMap<&str, &Span> = HashMap::new();
         for span in spans.iter().filter(|s| !s.compensation && s.is_outgoing()) {
             if let Some(step) = &span.tx_step {
-                let latest = steps.entry(step).or_insert(span);
+                let latest = steps.entry(step.as_ref()).or_insert(span);
                 if span.start_ns > latest.start_ns {
                     *latest = span;
                 }
@@ -1451,7 +1678,7 @@ fn edge_insights(edges: BTreeMap<EdgeKey, EdgeAcc>, seconds: f64) -> Vec<EdgeIns
             let average = |(sum, n): (f64, u64)| (n > 0).then(|| sum / n as f64);
             let mut examples = acc.error_examples.clone();
             for trace in &acc.examples {
-                push_example(&mut examples, trace);
+                push_hex(&mut examples, trace);
             }
             let synchronous = acc.protocols.keys().any(|p| p != "messaging");
             EdgeInsight {
