@@ -628,3 +628,113 @@ async fn certificates_reload_when_the_files_change() -> TestResult {
     assert_eq!(response.status(), 200);
     Ok(())
 }
+
+/// `--http-tls-client-ca` asks the UI/API listener for a client certificate too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_listener_can_require_client_certificates() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server_ca = Authority::new("Weft server CA")?;
+    let client_ca = Authority::new("Weft client CA")?;
+    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
+    let mut args = files.args();
+    args.extend([
+        "--http-tls-client-ca".to_owned(),
+        files.client_ca.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let weft = Weft::start(dir.path(), &args)?;
+    let healthz = format!("https://localhost:{}/healthz", weft.http.port());
+    let anonymous = https_client(&server_ca.pem(), None)?
+        .get(&healthz)
+        .send()
+        .await;
+    assert!(anonymous.is_err(), "no client certificate, no connection");
+    let stranger = Authority::new("Some other CA")?.client("impostor")?;
+    let impostor = https_client(&server_ca.pem(), Some(&stranger))?
+        .get(&healthz)
+        .send()
+        .await;
+    assert!(
+        impostor.is_err(),
+        "a certificate from another CA is refused"
+    );
+    let admitted = https_client(&server_ca.pem(), Some(&client_ca.client("browser")?))?
+        .get(&healthz)
+        .send()
+        .await?;
+    assert_eq!(admitted.status(), 200);
+    Ok(())
+}
+
+/// The in-process demo presents the server's token; with TLS it is refused
+/// at start with a message that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sends_the_token_and_does_not_mix_with_tls() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let token_arg = token_file.display().to_string();
+    let weft = Weft::start(
+        dir.path(),
+        &[
+            "--demo",
+            "--demo-rate",
+            "20",
+            "--auth-token-file",
+            &token_arg,
+        ],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value = weft
+            .client()
+            .post(weft.http_url("/api/sql"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"sql": "SELECT count(*) FROM spans WHERE service_name = 'delivery-scheduler'"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if body["rows"][0][0].as_i64().is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's spans never arrived: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refused = weft
+        .client()
+        .post(weft.http_url("/api/sql"))
+        .json(&serde_json::json!({"sql": "SELECT 1"}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401, "the token file's token is required");
+
+    let other = tempfile::tempdir()?;
+    let files = ServerFiles::write(
+        other.path(),
+        &Authority::new("CA")?.server()?,
+        &Authority::new("client CA")?,
+    )?;
+    let output = std::process::Command::new(crate::support::weft_binary())
+        .args(["serve", "--demo", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(other.path().join("data"))
+        .args(files.args())
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--demo") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+    Ok(())
+}
