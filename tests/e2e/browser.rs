@@ -584,3 +584,118 @@ async fn clicks_lead_from_the_scatter_plot_to_a_span_and_a_service() -> TestResu
     .await??;
     Ok(())
 }
+
+/// A trace of 10,021 spans stays usable: below depth 2 its subtrees start
+/// folded and arrive as inert templates, so the browser builds 421 rows, not
+/// ten thousand; opening a subtree builds its rows, `e` builds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_span_trace_renders_lazily() -> TestResult {
+    use crate::insights::{CLIENT, MS, SERVER, Service, hex, span_bytes, spec};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    let Some(binary) = chromium_or_skip()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let weft = Weft::start(dir.path(), &["--flush-interval-ms", "100"])?;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as i64
+        - 60_000 * MS;
+    // 1 root, 20 children, 20 grandchildren each (400), 24 below each of those (9,600).
+    let mut service = Service::new("bulk", &[]);
+    service.add(
+        base,
+        spec(7, 1, None, SERVER, "GET /batch", (0, 1_000), &[]),
+    );
+    let mut next = 2u16;
+    let mut second_level = Vec::new();
+    for a in 0..20 {
+        let child = next;
+        next += 1;
+        service.add(
+            base,
+            spec(7, child, Some(1), CLIENT, "fan out", (a, a + 900), &[]),
+        );
+        for b in 0..20 {
+            let grandchild = next;
+            next += 1;
+            second_level.push(grandchild);
+            service.add(
+                base,
+                spec(
+                    7,
+                    grandchild,
+                    Some(child),
+                    CLIENT,
+                    "batch",
+                    (a + b, a + b + 800),
+                    &[],
+                ),
+            );
+            for c in 0..24 {
+                let leaf = next;
+                next += 1;
+                service.add(
+                    base,
+                    spec(
+                        7,
+                        leaf,
+                        Some(grandchild),
+                        CLIENT,
+                        "item",
+                        (a + b + c, a + b + c + 10),
+                        &[],
+                    ),
+                );
+            }
+        }
+    }
+    let total = i64::from(next - 1);
+    assert_eq!(total, 10_021);
+    TraceServiceClient::connect(weft.grpc_endpoint())
+        .await?
+        .max_encoding_message_size(64 << 20)
+        .export(ExportTraceServiceRequest {
+            resource_spans: vec![service.into_resource_spans()],
+        })
+        .await?;
+    weft.wait_for_count("SELECT count(*) FROM spans", total)
+        .await?;
+    let url = weft.http_url(&format!(
+        "/traces/{}",
+        hex(&crate::insights::trace_bytes(7))
+    ));
+    let folded = hex(&span_bytes(7, second_level[0]));
+    let profile = tempfile::tempdir()?;
+    tokio::task::spawn_blocking(move || -> TestResult {
+        let mut page = cdp::Session::start(&binary, profile.path(), &[])?;
+        let started = Instant::now();
+        page.navigate(&url)?;
+        eprintln!("10,021-span trace page loaded in {:?}", started.elapsed());
+        let rows = "document.querySelectorAll('tr.span-row').length";
+        assert_eq!(
+            page.eval(rows)?,
+            421,
+            "only the rows above the folds are built"
+        );
+        assert_eq!(
+            page.eval("document.querySelectorAll('template[data-for]').length")?,
+            400
+        );
+        page.click(&format!("#span-{folded} .toggle"))?;
+        page.wait_until(&format!("{rows} === 445"))?;
+        let shown = "document.querySelectorAll('tr.span-row:not(.hidden)').length";
+        assert_eq!(
+            page.eval(shown)?,
+            445,
+            "the opened subtree's 24 rows are shown"
+        );
+        page.press_key("e")?;
+        page.wait_until(&format!("{rows} === 10021 && {shown} === 10021"))?;
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}

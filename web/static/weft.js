@@ -34,8 +34,16 @@
     });
   });
 
+  // Rows by parent id, built once per shape of the table (a large trace has
+  // thousands of rows: one scan, not one per row).
   function children(table, id) {
-    return table.querySelectorAll('tr.span-row[data-parent="' + id + '"]');
+    if (!table.kids) {
+      table.kids = {};
+      table.querySelectorAll("tr.span-row").forEach(function (row) {
+        (table.kids[row.dataset.parent] = table.kids[row.dataset.parent] || []).push(row);
+      });
+    }
+    return table.kids[id] || [];
   }
 
   // Hides or shows the rows below `row`; a shown row keeps its own collapsed state.
@@ -48,19 +56,41 @@
     });
   }
 
+  // A collapsed subtree of a large trace arrives inside a <template>: its rows
+  // are built only when it is first opened.
+  function materialize(table, row) {
+    var template = table.querySelector('template[data-for="' + row.dataset.id + '"]');
+    if (template) { template.replaceWith(template.content); table.kids = null; }
+  }
+
+  function materializeAll(table) {
+    var template;
+    while ((template = table.querySelector("template[data-for]"))) template.replaceWith(template.content);
+    table.kids = null;
+  }
+
   function setCollapsed(table, row, collapsed) {
+    if (!collapsed) materialize(table, row);
     row.dataset.collapsed = collapsed ? "true" : "false";
     var toggle = row.querySelector(".toggle");
     if (toggle && toggle.textContent.trim()) toggle.textContent = collapsed ? "▸" : "▾";
     setSubtree(table, row, collapsed);
   }
 
+  // Everything folded (only roots shown) or everything open, in one pass.
   function setAll(table, collapsed) {
+    if (!collapsed) materializeAll(table);
     table.querySelectorAll("tr.span-row").forEach(function (row) {
-      if (row.querySelector(".toggle").textContent.trim()) setCollapsed(table, row, collapsed);
+      var toggle = row.querySelector(".toggle");
+      if (toggle && toggle.textContent.trim()) {
+        row.dataset.collapsed = collapsed ? "true" : "false";
+        toggle.textContent = collapsed ? "▸" : "▾";
+      }
+      if (row.dataset.parent !== "") row.classList.toggle("hidden", collapsed);
     });
-    if (!collapsed) table.querySelectorAll("tr.span-row").forEach(function (row) { row.classList.remove("hidden"); });
+    if (collapsed) table.querySelectorAll("tr.detail").forEach(function (detail) { detail.classList.add("hidden"); });
   }
+
 
   function setUpWaterfall(table) {
     table.querySelectorAll("tr.span-row").forEach(function (row) {
@@ -82,6 +112,7 @@
     var collapse = document.getElementById("collapse-all");
     if (collapse) collapse.addEventListener("click", function () { setAll(table, true); });
     if (location.hash.indexOf("#span-") === 0) {
+      if (!document.getElementById(location.hash.slice(1))) materializeAll(table);
       var target = document.getElementById(location.hash.slice(1));
       if (target) { target.classList.remove("hidden"); target.classList.add("selected"); target.scrollIntoView({ block: "center" }); }
     }

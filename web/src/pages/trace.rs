@@ -34,6 +34,11 @@ struct SpanRow {
     span_id: String,
     indent: usize,
     has_children: bool,
+    /// The rows below start inside a `<template>`: the browser neither lays
+    /// them out nor builds them until the subtree is opened.
+    opens_template: bool,
+    /// How many templates end after this row (subtrees whose last row it is).
+    closes_templates: usize,
     collapsed: bool,
     hidden: bool,
     service: String,
@@ -123,6 +128,21 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
     }
     // Hidden: some ancestor starts collapsed. Spans come parent-first, so one pass does.
     let mut hidden = vec![false; trace.spans.len()];
+    // Each collapsed subtree's rows sit in a template that ends after its last row;
+    // rows come in display order (a subtree's rows follow its root), so the last
+    // row of a subtree is the greatest index in it.
+    let mut last_in_subtree: Vec<usize> = (0..trace.spans.len()).collect();
+    for index in (0..trace.spans.len()).rev() {
+        if let Some(parent) = trace.spans[index].parent {
+            last_in_subtree[parent] = last_in_subtree[parent].max(last_in_subtree[index]);
+        }
+    }
+    let mut closes = vec![0usize; trace.spans.len()];
+    for (index, node) in trace.spans.iter().enumerate() {
+        if large && node.depth >= COLLAPSE_DEPTH && !node.children.is_empty() {
+            closes[last_in_subtree[index]] += 1;
+        }
+    }
     let mut rows = Vec::with_capacity(trace.spans.len());
     for (index, node) in trace.spans.iter().enumerate() {
         let span = &node.span;
@@ -142,6 +162,8 @@ fn rows(trace: &AssembledTrace) -> Vec<SpanRow> {
             span_id: span.span_id.clone(),
             indent: 4 + node.depth * 14,
             has_children: !node.children.is_empty(),
+            opens_template: collapsed,
+            closes_templates: closes[index],
             collapsed,
             hidden: hidden[index],
             service: span.service_name.clone(),
