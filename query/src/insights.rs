@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, StringArray};
+use datafusion::arrow::array::{Array, AsArray, MapArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_nested::expr_fn::cardinality;
@@ -498,9 +498,29 @@ impl Row {
         let array = self.texts.get(column)?.as_ref()?;
         (!array.is_null(row)).then(|| array.value(row))
     }
-    fn attribute(&self, index: usize, row: usize) -> Option<&str> {
-        self.get(COLUMNS.len() + index, row)
+}
+
+/// The attributes [`ATTRIBUTES`] names, found in one pass over a row's map
+/// (one look at each entry, instead of one map lookup per attribute).
+fn wanted_attributes<'a>(
+    attributes: &'a MapArray,
+    keys: &'a StringArray,
+    values: &'a StringArray,
+    row: usize,
+) -> [Option<&'a str>; ATTRIBUTES.len()] {
+    let mut found = [None; ATTRIBUTES.len()];
+    if attributes.is_null(row) {
+        return found;
     }
+    let offsets = attributes.value_offsets();
+    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+    for entry in start..end {
+        let key = keys.value(entry);
+        if let Some(slot) = ATTRIBUTES.iter().position(|wanted| *wanted == key) {
+            found[slot] = (!values.is_null(entry)).then(|| values.value(entry));
+        }
+    }
+    found
 }
 
 /// A fast hasher for in-process maps of short keys (the Fx hash of rustc):
@@ -587,11 +607,7 @@ impl QueryEngine {
             .iter()
             .map(|column| cast(col(*column), DataType::Utf8))
             .collect();
-        columns.extend(
-            ATTRIBUTES
-                .iter()
-                .map(|key| cast(get_field(col(s::ATTRIBUTES), *key), DataType::Utf8)),
-        );
+        columns.push(col(s::ATTRIBUTES));
         columns.push(cast(col(s::START_TIME), DataType::Int64).alias("start_ns"));
         columns.push(cast(col(s::DURATION_NS), DataType::Int64).alias("duration_ns"));
         columns.push(col(s::LINKS));
@@ -599,7 +615,15 @@ impl QueryEngine {
         let mut interner = Interner::default();
         let mut spans = Vec::new();
         for batch in self.collect(frame).await? {
-            let texts = COLUMNS.len() + ATTRIBUTES.len();
+            let texts = COLUMNS.len();
+            let attributes = batch.column(texts).as_map_opt().cloned();
+            let texts = texts + 1;
+            let entries = attributes.as_ref().and_then(|map| {
+                Some((
+                    map.keys().as_string_opt::<i32>()?.clone(),
+                    map.values().as_string_opt::<i32>()?.clone(),
+                ))
+            });
             let row_data = Row {
                 texts: (0..texts)
                     .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
@@ -613,7 +637,11 @@ impl QueryEngine {
             let links = batch.column(texts + 2).as_list_opt::<i32>().cloned();
             for row in 0..batch.num_rows() {
                 let r = &row_data;
-                let Some(span) = read_span(r, row, &mut interner) else {
+                let found = match (&attributes, &entries) {
+                    (Some(map), Some((keys, values))) => wanted_attributes(map, keys, values, row),
+                    _ => [None; ATTRIBUTES.len()],
+                };
+                let Some(span) = read_span(r, &found, row, &mut interner) else {
                     continue;
                 };
                 // Most spans have no links: look at the offsets before slicing.
@@ -731,11 +759,16 @@ fn link_keys(links: &datafusion::arrow::array::ArrayRef) -> Vec<SpanKey> {
 }
 
 /// One row as a [`Span`] (without times and links), or `None` without ids.
-fn read_span(r: &Row, row: usize, interner: &mut Interner) -> Option<Span> {
+fn read_span(
+    r: &Row,
+    attributes: &[Option<&str>; ATTRIBUTES.len()],
+    row: usize,
+    interner: &mut Interner,
+) -> Option<Span> {
     let trace = parse_trace(r.get(at::TRACE_ID, row)?)?;
     let id = parse_span(r.get(at::SPAN_ID, row)?)?;
     let get = |column: usize| r.get(column, row);
-    let attribute = |index: usize| r.attribute(index, row);
+    let attribute = |index: usize| attributes[index];
     let number = |index: usize| attribute(index).and_then(|v| v.parse::<f64>().ok());
     let url_full = get(at::URL_FULL);
     let scheme = attribute(attr::URL_SCHEME)
