@@ -399,18 +399,22 @@ async fn every_page_renders_in_a_real_browser() -> TestResult {
         ],
     );
     browser.screenshot(&weft.http_url("/insights?lookback=15m"), "insights")?;
-    let scheduler = browser.dom(&weft.http_url("/services/delivery-scheduler?lookback=15m"))?;
+    let scheduler_page =
+        browser.dom(&weft.http_url("/services/delivery-scheduler?lookback=15m"))?;
+    let insights_link = first_link(&scheduler_page, "/insights?service=")
+        .ok_or("the service page links its insights")?;
+    let scheduler = browser.dom(&weft.http_url(&insights_link))?;
     assert_contains(
         &scheduler,
         "the scheduler's insights",
         &[
-            "id=\"insights\"",
+            "Insights: delivery-scheduler",
             "<h2>Circuit breakers</h2>",
             "schedule-delivery",
             "drone-management",
         ],
     );
-    let delivery = browser.dom(&weft.http_url("/services/delivery?lookback=15m"))?;
+    let delivery = browser.dom(&weft.http_url("/insights?service=delivery&lookback=15m"))?;
     assert_contains(&delivery, "delivery's insights", &["outlier: delivery-3"]);
 
     let missing = browser.dom(&weft.http_url("/traces/00000000000000000000000000000001"))?;

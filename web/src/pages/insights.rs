@@ -6,6 +6,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
+use serde::Deserialize;
 use weft_query::{HistogramBar, Insights, Latencies, Point};
 
 use super::charts::{escape, sparkline};
@@ -442,49 +443,56 @@ impl InsightViews {
 #[derive(Template)]
 #[template(path = "insights.html")]
 struct InsightsPage {
-    title: &'static str,
+    title: String,
     nav: &'static str,
     lookbacks: Vec<(String, String)>,
     lookback: String,
     range_text: String,
+    /// The service the views are narrowed to; empty for all.
+    service: String,
+    services: Vec<String>,
     views: InsightViews,
     json_href: String,
 }
 
+/// `/insights?service=&lookback=` (or `start`/`end`).
+#[derive(Debug, Deserialize)]
+pub struct InsightsQuery {
+    service: Option<String>,
+    lookback: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
 pub async fn page(
     State(state): State<AppState>,
-    Query(query): Query<RangeQuery>,
+    Query(query): Query<InsightsQuery>,
 ) -> Result<Response, PageError> {
-    let range = Range::resolve(&query)?;
-    let insights = state.engine.insights(range.start_ns, range.end_ns).await?;
+    let range = Range::resolve(&RangeQuery {
+        lookback: query.lookback,
+        start: query.start,
+        end: query.end,
+    })?;
+    let service = query.service.unwrap_or_default().trim().to_owned();
+    let mut insights = state.engine.insights(range.start_ns, range.end_ns).await?;
+    let mut json_href = format!("/api/insights?{}", range.query());
+    if !service.is_empty() {
+        insights = insights.for_service(&service);
+        json_href.push_str(&format!("&service={}", url_encode(&service)));
+    }
     Ok(render(&InsightsPage {
-        title: "Insights",
+        title: if service.is_empty() {
+            "Insights".to_owned()
+        } else {
+            format!("Insights: {service}")
+        },
         nav: "insights",
         lookbacks: range.options(),
         lookback: range.lookback.clone(),
         range_text: range.text(),
+        services: state.engine.services().await?,
+        service,
         views: InsightViews::new(&insights),
-        json_href: format!("/api/insights?{}", range.query()),
+        json_href,
     }))
-}
-
-/// The insight views of one service, for its page.
-pub async fn for_service(
-    state: &AppState,
-    service: &str,
-    range: &Range,
-) -> Result<(InsightViews, String), PageError> {
-    let insights = state
-        .engine
-        .insights(range.start_ns, range.end_ns)
-        .await?
-        .for_service(service);
-    Ok((
-        InsightViews::new(&insights),
-        format!(
-            "/api/insights?service={}&{}",
-            url_encode(service),
-            range.query()
-        ),
-    ))
 }

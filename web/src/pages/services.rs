@@ -117,8 +117,7 @@ struct ServicePage {
     latency_chart: String,
     operations: Vec<OperationRow>,
     histograms: Vec<HistogramView>,
-    views: super::insights::InsightViews,
-    insights_json_href: String,
+    insights_href: String,
 }
 
 /// The search for a service's (and operation's) traces in a duration bucket.
@@ -256,8 +255,11 @@ pub async fn page(
         });
     }
 
-    let (views, insights_json_href) =
-        super::insights::for_service(&state, &service, &range).await?;
+    let insights_href = format!(
+        "/insights?service={}&{}",
+        url_encode(&service),
+        range.query()
+    );
     let seconds = range.seconds();
     let page = ServicePage {
         title: service.clone(),
@@ -283,8 +285,7 @@ pub async fn page(
             })
             .collect(),
         histograms,
-        views,
-        insights_json_href,
+        insights_href,
         service,
     };
     Ok(render(&page))
