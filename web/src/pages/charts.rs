@@ -346,6 +346,70 @@ fn layers(nodes: &[MapNode], edges: &[MapEdge]) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// Where a forward edge passes the columns between its caller's and its
+/// callee's: `(left x, y)` of a horizontal run through each column, in the
+/// free band between two boxes nearest to the straight line, so an edge that
+/// skips a layer never crosses a box.
+fn waypoints(
+    (x1, y1): (f64, f64),
+    (x2, y2): (f64, f64),
+    column_boxes: &BTreeMap<i64, Vec<f64>>,
+) -> Vec<(f64, f64)> {
+    let mut points = Vec::new();
+    for (&left, tops) in column_boxes {
+        let left = left as f64;
+        if left <= x1 || left + NODE_WIDTH >= x2 {
+            continue;
+        }
+        let along = y1 + (y2 - y1) * (left + NODE_WIDTH / 2.0 - x1) / (x2 - x1);
+        let blocked = |y: f64| {
+            tops.iter()
+                .any(|&top| y > top - 6.0 && y < top + NODE_HEIGHT + 6.0)
+        };
+        if !blocked(along) {
+            points.push((left, along));
+            continue;
+        }
+        // The middles of the gaps above each box and below the last one.
+        let half_gap = (ROW_GAP - NODE_HEIGHT) / 2.0;
+        let mut bands: Vec<f64> = tops.iter().map(|&top| top - half_gap).collect();
+        if let Some(&last) = tops.iter().max_by(|a, b| a.total_cmp(b)) {
+            bands.push(last + NODE_HEIGHT + half_gap);
+        }
+        if let Some(band) = bands
+            .into_iter()
+            .filter(|&y| !blocked(y))
+            .min_by(|a, b| (a - along).abs().total_cmp(&(b - along).abs()))
+        {
+            points.push((left, band));
+        }
+    }
+    points
+}
+
+/// A path through `points` with horizontal tangents at each, straight across
+/// each column it passes.
+fn edge_path(start: (f64, f64), passes: &[(f64, f64)], end: (f64, f64)) -> String {
+    let mut path = format!("M{:.1},{:.1}", start.0, start.1);
+    let mut from = start;
+    let curve = |path: &mut String, (ax, ay): (f64, f64), (bx, by): (f64, f64)| {
+        let bend = ((bx - ax).abs() / 2.0).max(30.0);
+        let _ = write!(
+            path,
+            " C{:.1},{ay:.1} {:.1},{by:.1} {bx:.1},{by:.1}",
+            ax + bend,
+            bx - bend
+        );
+    };
+    for &(left, y) in passes {
+        curve(&mut path, from, (left, y));
+        let _ = write!(path, " L{:.1},{y:.1}", left + NODE_WIDTH);
+        from = (left + NODE_WIDTH, y);
+    }
+    curve(&mut path, from, end);
+    path
+}
+
 /// The service map as a layered graph: services left to right in call
 /// order, edge labels placed so they never overlap.
 pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
@@ -374,6 +438,11 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
             );
         }
     }
+    // Box tops per column, by the column's left edge.
+    let mut column_boxes: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for &(x, y) in position.values() {
+        column_boxes.entry(x as i64).or_default().push(y);
+    }
     let mut svg = format!(
         r#"<svg class="chart map" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-label="service map"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>"#
     );
@@ -399,7 +468,21 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
                 ty + if ty > fy { 0.0 } else { NODE_HEIGHT },
             )
         };
-        let bend = ((x2 - x1).abs() / 2.0).max(60.0);
+        let passes = if tx > fx {
+            waypoints((x1, y1), (x2, y2), &column_boxes)
+        } else {
+            Vec::new()
+        };
+        let d = if passes.is_empty() {
+            let bend = ((x2 - x1).abs() / 2.0).max(60.0);
+            format!(
+                "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
+                x1 + bend,
+                x2 - bend
+            )
+        } else {
+            edge_path((x1, y1), &passes, (x2, y2))
+        };
         let class = format!(
             "edge{}{}",
             if edge.error { " error" } else { "" },
@@ -407,10 +490,8 @@ pub fn service_map(nodes: &[MapNode], edges: &[MapEdge]) -> String {
         );
         let _ = write!(
             svg,
-            r#"<a href="{}"><path class="{class}" d="M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}" marker-end="url(#arrow)"><title>{}</title></path></a>"#,
+            r#"<a href="{}"><path class="{class}" d="{d}" marker-end="url(#arrow)"><title>{}</title></path></a>"#,
             escape(&edge.href),
-            x1 + bend,
-            x2 - bend,
             escape(&edge.detail)
         );
         // Label in the gap right of the caller, where the curve starts, moved
@@ -555,6 +636,44 @@ mod tests {
                 assert!(!overlap, "labels at {a:?} and {b:?} overlap");
             }
         }
+    }
+
+    #[test]
+    fn an_edge_that_skips_a_layer_passes_between_the_boxes() {
+        // web → orders → db puts orders in the middle column, in line with
+        // web and db; web → db must go around it, not through it.
+        let nodes = [node("web"), node("orders"), node("db")];
+        let edges = [
+            edge("web", "orders"),
+            edge("orders", "db"),
+            edge("web", "db"),
+        ];
+        let svg = service_map(&nodes, &edges);
+        let path = svg
+            .split("<path class=\"edge\" d=\"")
+            .nth(3)
+            .and_then(|p| p.split('"').next())
+            .unwrap_or_default();
+        assert!(
+            path.contains(" L"),
+            "web → db runs straight across the middle column: {path}"
+        );
+        let box_top: f64 = svg
+            .split("<rect x=\"")
+            .filter(|r| r.starts_with(&format!("{:.1}", 20.0 + LAYER_GAP)))
+            .find_map(|r| r.split("y=\"").nth(1)?.split('"').next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        let run_y: f64 = path
+            .split(" L")
+            .nth(1)
+            .and_then(|p| p.split(',').nth(1))
+            .and_then(|y| y.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        assert!(
+            run_y < box_top || run_y > box_top + NODE_HEIGHT,
+            "the run at y={run_y} misses the box at {box_top}..{}",
+            box_top + NODE_HEIGHT
+        );
     }
 
     #[test]
