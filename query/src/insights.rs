@@ -500,6 +500,30 @@ impl Row {
     }
 }
 
+/// The slot of a wanted attribute key (a `match` compiles to a length switch
+/// and one comparison, not a search), kept in step with [`ATTRIBUTES`].
+fn attribute_slot(key: &str) -> Option<usize> {
+    match key {
+        "url.template" => Some(attr::URL_TEMPLATE),
+        "url.scheme" => Some(attr::URL_SCHEME),
+        "graphql.operation.type" => Some(attr::GRAPHQL),
+        "tls.protocol.version" => Some(attr::TLS_VERSION),
+        "tls.established" => Some(attr::TLS_ESTABLISHED),
+        "tls.cipher" => Some(attr::TLS_CIPHER),
+        "http.request.resend_count" => Some(attr::RESEND_COUNT),
+        "http.request.header.idempotency-key" => Some(attr::IDEMPOTENCY_KEY),
+        "idempotency_key" => Some(attr::IDEMPOTENCY_KEY_PLAIN),
+        "http.request.body.size" => Some(attr::REQUEST_BYTES),
+        "http.response.body.size" => Some(attr::RESPONSE_BYTES),
+        "transaction.name" => Some(attr::TX_NAME),
+        "transaction.outcome" => Some(attr::TX_OUTCOME),
+        "transaction.failed_step" => Some(attr::TX_FAILED_STEP),
+        "transaction.step" => Some(attr::TX_STEP),
+        "transaction.compensation" => Some(attr::TX_COMPENSATION),
+        _ => None,
+    }
+}
+
 /// The attributes [`ATTRIBUTES`] names, found in one pass over a row's map
 /// (one look at each entry, instead of one map lookup per attribute).
 fn wanted_attributes<'a>(
@@ -516,7 +540,7 @@ fn wanted_attributes<'a>(
     let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
     for entry in start..end {
         let key = keys.value(entry);
-        if let Some(slot) = ATTRIBUTES.iter().position(|wanted| *wanted == key) {
+        if let Some(slot) = attribute_slot(key) {
             found[slot] = (!values.is_null(entry)).then(|| values.value(entry));
         }
     }
@@ -641,6 +665,17 @@ impl QueryEngine {
                     (Some(map), Some((keys, values))) => wanted_attributes(map, keys, values, row),
                     _ => [None; ATTRIBUTES.len()],
                 };
+                // INTERNAL spans matter only as parts of a transaction.
+                let internal = !matches!(
+                    r.get(at::KIND, row),
+                    Some("SERVER" | "CLIENT" | "PRODUCER" | "CONSUMER")
+                );
+                let in_transaction = found[attr::TX_COMPENSATION].is_some()
+                    || found[attr::TX_OUTCOME].is_some()
+                    || found[attr::TX_STEP].is_some();
+                if internal && !in_transaction {
+                    continue;
+                }
                 let Some(span) = read_span(r, &found, row, &mut interner) else {
                     continue;
                 };
@@ -1727,4 +1762,17 @@ fn edge_insights(edges: BTreeMap<EdgeKey, EdgeAcc>, seconds: f64) -> Vec<EdgeIns
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wanted_attribute_has_its_own_slot() {
+        for (index, key) in ATTRIBUTES.iter().enumerate() {
+            assert_eq!(attribute_slot(key), Some(index), "{key}");
+        }
+        assert_eq!(attribute_slot("http.route"), None);
+    }
 }
