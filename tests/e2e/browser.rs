@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cdp;
-use crate::security::{Authority, ServerFiles, TOKEN};
+use crate::security::{TOKEN, start_secure};
 use crate::support::{TestResult, Weft};
 
 fn chromium() -> Option<PathBuf> {
@@ -434,13 +434,7 @@ async fn a_browser_logs_in_and_sees_the_pages() -> TestResult {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let server_ca = Authority::new("Weft server CA")?;
-    let client_ca = Authority::new("Weft client CA")?;
-    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
-    let mut args = files.args();
-    args.extend(["--auth-token".to_owned(), TOKEN.to_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let weft = Weft::start(dir.path(), &args)?;
+    let weft = start_secure(dir.path(), &["--auth-token", TOKEN])?.weft;
     let base = format!("https://localhost:{}", weft.http.port());
     let profile = tempfile::tempdir()?;
     tokio::task::spawn_blocking(move || -> TestResult {
@@ -506,19 +500,17 @@ async fn a_browser_logs_in_and_sees_the_pages() -> TestResult {
 /// summary leads to the service page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_lead_from_the_scatter_plot_to_a_span_and_a_service() -> TestResult {
-    use crate::insights::{CLIENT, MS, SERVER, Service, failing, hex, span_bytes, spec};
+    use crate::insights::{
+        CLIENT, SERVER, Service, ago_ns, export_and_wait, failing, hex, span_bytes, spec,
+    };
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
     let Some(binary) = chromium_or_skip()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(dir.path(), &["--flush-interval-ms", "100"])?;
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as i64
-        - 60_000 * MS;
+    let base = ago_ns(60)?;
     // web GET /checkout → web's client call → stock GET /items, which fails.
     let mut web = Service::new("web", &[]);
     let mut stock = Service::new("stock", &[]);
@@ -542,13 +534,13 @@ async fn clicks_lead_from_the_scatter_plot_to_a_span_and_a_service() -> TestResu
         base,
         failing(spec(9, 3, Some(2), SERVER, "GET /items", (15, 55), &[])),
     );
-    TraceServiceClient::connect(weft.grpc_endpoint())
-        .await?
-        .export(ExportTraceServiceRequest {
+    export_and_wait(
+        &weft,
+        ExportTraceServiceRequest {
             resource_spans: vec![web.into_resource_spans(), stock.into_resource_spans()],
-        })
-        .await?;
-    weft.wait_for_count("SELECT count(*) FROM spans", 3).await?;
+        },
+    )
+    .await?;
     let (root, client, server) = (
         hex(&span_bytes(9, 1)),
         hex(&span_bytes(9, 2)),
@@ -594,19 +586,17 @@ async fn clicks_lead_from_the_scatter_plot_to_a_span_and_a_service() -> TestResu
 /// ten thousand; opening a subtree builds its rows, `e` builds them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_thousand_span_trace_renders_lazily() -> TestResult {
-    use crate::insights::{CLIENT, MS, SERVER, Service, hex, span_bytes, spec};
+    use crate::insights::{
+        CLIENT, SERVER, Service, ago_ns, export_and_wait, hex, span_bytes, spec,
+    };
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
     let Some(binary) = chromium_or_skip()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(dir.path(), &["--flush-interval-ms", "100"])?;
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as i64
-        - 60_000 * MS;
+    let base = ago_ns(60)?;
     // 1 root, 20 children, 20 grandchildren each (400), 24 below each of those (9,600).
     let mut service = Service::new("bulk", &[]);
     service.add(
@@ -658,15 +648,13 @@ async fn a_ten_thousand_span_trace_renders_lazily() -> TestResult {
     }
     let total = i64::from(next - 1);
     assert_eq!(total, 10_021);
-    TraceServiceClient::connect(weft.grpc_endpoint())
-        .await?
-        .max_encoding_message_size(64 << 20)
-        .export(ExportTraceServiceRequest {
+    export_and_wait(
+        &weft,
+        ExportTraceServiceRequest {
             resource_spans: vec![service.into_resource_spans()],
-        })
-        .await?;
-    weft.wait_for_count("SELECT count(*) FROM spans", total)
-        .await?;
+        },
+    )
+    .await?;
     let url = weft.http_url(&format!(
         "/traces/{}",
         hex(&crate::insights::trace_bytes(7))

@@ -476,6 +476,30 @@ fn known_traces(base: i64) -> ExportTraceServiceRequest {
     }
 }
 
+/// Nanoseconds since the epoch, `seconds` ago: the base of a known trace set.
+pub fn ago_ns(seconds: i64) -> TestResult<i64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(now.as_nanos() as i64 - seconds * 1_000 * MS)
+}
+
+/// Sends `request` over OTLP/gRPC and waits until all its spans are queryable.
+pub async fn export_and_wait(weft: &Weft, request: ExportTraceServiceRequest) -> TestResult {
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    TraceServiceClient::connect(weft.grpc_endpoint())
+        .await?
+        .max_encoding_message_size(64 << 20)
+        .export(request)
+        .await?;
+    weft.wait_for_count("SELECT count(*) FROM spans", spans as i64)
+        .await?;
+    Ok(())
+}
+
 fn failing_if(condition: bool, spec: SpanSpec<'_>) -> SpanSpec<'_> {
     if condition { failing(spec) } else { spec }
 }
@@ -499,22 +523,8 @@ fn trace(n: u16) -> String {
 async fn every_view_reports_the_known_figures() -> TestResult {
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(dir.path(), &["--flush-interval-ms", "100"])?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as i64;
-    let base = now - 600 * 1_000 * MS;
-    let request = known_traces(base);
-    let spans: usize = request
-        .resource_spans
-        .iter()
-        .map(|r| r.scope_spans[0].spans.len())
-        .sum();
-    TraceServiceClient::connect(weft.grpc_endpoint())
-        .await?
-        .export(request)
-        .await?;
-    weft.wait_for_count("SELECT count(*) FROM spans", spans as i64)
-        .await?;
+    let base = ago_ns(600)?;
+    export_and_wait(&weft, known_traces(base)).await?;
     let (start_us, end_us) = ((base / 1000) - 60_000_000, (base / 1000) + 60_000_000);
     let response = weft
         .client()

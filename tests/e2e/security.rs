@@ -113,6 +113,28 @@ impl ServerFiles {
     }
 }
 
+/// A TLS Weft with mutual TLS on the OTLP listeners, started with `extra`
+/// flags, and the CAs of its server certificate and of its clients.
+pub struct SecureWeft {
+    pub weft: Weft,
+    pub server_ca: Authority,
+    pub client_ca: Authority,
+}
+
+pub fn start_secure(dir: &Path, extra: &[&str]) -> TestResult<SecureWeft> {
+    let server_ca = Authority::new("Weft server CA")?;
+    let client_ca = Authority::new("Weft client CA")?;
+    let files = ServerFiles::write(dir, &server_ca.server()?, &client_ca)?;
+    let mut args = files.args();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ok(SecureWeft {
+        weft: Weft::start(dir, &args)?,
+        server_ca,
+        client_ca,
+    })
+}
+
 /// A rustls client configuration trusting `ca`, presenting `identity` if given.
 pub fn client_tls(ca: &str, identity: Option<&Pem>) -> TestResult<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -293,14 +315,14 @@ async fn export_case(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_right_certificate_and_token_get_in() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server_ca = Authority::new("Weft server CA")?;
-    let client_ca = Authority::new("Weft client CA")?;
+    let SecureWeft {
+        weft,
+        server_ca,
+        client_ca,
+        ..
+    } = start_secure(dir.path(), &["--auth-token", TOKEN])?;
+    let weft = Arc::new(weft);
     let stranger_ca = Authority::new("Some other CA")?;
-    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
-    let mut args = files.args();
-    args.extend(["--auth-token".to_owned(), TOKEN.to_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let weft = Arc::new(Weft::start(dir.path(), &args)?);
 
     let right = Credentials {
         ca: server_ca.pem(),
@@ -412,13 +434,12 @@ async fn only_the_right_certificate_and_token_get_in() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_say_why() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server_ca = Authority::new("Weft server CA")?;
-    let client_ca = Authority::new("Weft client CA")?;
-    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
-    let mut args = files.args();
-    args.extend(["--auth-token".to_owned(), TOKEN.to_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let weft = Weft::start(dir.path(), &args)?;
+    let SecureWeft {
+        weft,
+        server_ca,
+        client_ca,
+        ..
+    } = start_secure(dir.path(), &["--auth-token", TOKEN])?;
     let url = format!("https://localhost:{}/v1/traces", weft.otlp_http.port());
     let body =
         opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default()
@@ -633,16 +654,14 @@ async fn certificates_reload_when_the_files_change() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_listener_can_require_client_certificates() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server_ca = Authority::new("Weft server CA")?;
-    let client_ca = Authority::new("Weft client CA")?;
-    let files = ServerFiles::write(dir.path(), &server_ca.server()?, &client_ca)?;
-    let mut args = files.args();
-    args.extend([
-        "--http-tls-client-ca".to_owned(),
-        files.client_ca.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let weft = Weft::start(dir.path(), &args)?;
+    // The client CA file start_secure writes, also asked of UI clients.
+    let ui_ca = dir.path().join("client-ca.pem").display().to_string();
+    let SecureWeft {
+        weft,
+        server_ca,
+        client_ca,
+        ..
+    } = start_secure(dir.path(), &["--http-tls-client-ca", &ui_ca])?;
     let healthz = format!("https://localhost:{}/healthz", weft.http.port());
     let anonymous = https_client(&server_ca.pem(), None)?
         .get(&healthz)
