@@ -804,6 +804,31 @@ fn read_span(
     let id = parse_span(r.get(at::SPAN_ID, row)?)?;
     let get = |column: usize| r.get(column, row);
     let attribute = |index: usize| attributes[index];
+    let kind = Kind::parse(get(at::KIND).unwrap_or_default());
+    let span = Span {
+        trace,
+        id,
+        parent: get(at::PARENT)
+            .filter(|p| !p.is_empty())
+            .and_then(parse_span),
+        kind,
+        name: interner.text(get(at::NAME).unwrap_or_default()),
+        service: interner.text(get(at::SERVICE).unwrap_or_default()),
+        version: interner.maybe(get(at::VERSION)),
+        instance: interner.maybe(get(at::INSTANCE)),
+        error: get(at::STATUS) == Some("ERROR"),
+        route: interner.maybe(get(at::ROUTE)),
+        tx_name: interner.maybe(attribute(attr::TX_NAME)),
+        tx_outcome: interner.maybe(attribute(attr::TX_OUTCOME)),
+        tx_failed_step: interner.maybe(attribute(attr::TX_FAILED_STEP)),
+        tx_step: interner.maybe(attribute(attr::TX_STEP)),
+        compensation: attribute(attr::TX_COMPENSATION) == Some("true"),
+        ..Span::default()
+    };
+    if !matches!(kind, Kind::Client | Kind::Producer) {
+        return Some(span);
+    }
+    // What only the caller's side of a call is asked for.
     let number = |index: usize| attribute(index).and_then(|v| v.parse::<f64>().ok());
     let url_full = get(at::URL_FULL);
     let scheme = attribute(attr::URL_SCHEME)
@@ -814,19 +839,7 @@ fn read_span(
         })
         .map(|scheme| interner.text(&scheme.to_ascii_lowercase()));
     Some(Span {
-        trace,
-        id,
-        parent: get(at::PARENT)
-            .filter(|p| !p.is_empty())
-            .and_then(parse_span),
-        kind: Kind::parse(get(at::KIND).unwrap_or_default()),
-        name: interner.text(get(at::NAME).unwrap_or_default()),
-        service: interner.text(get(at::SERVICE).unwrap_or_default()),
-        version: interner.maybe(get(at::VERSION)),
-        instance: interner.maybe(get(at::INSTANCE)),
-        error: get(at::STATUS) == Some("ERROR"),
         method: interner.maybe(get(at::METHOD)),
-        route: interner.maybe(get(at::ROUTE)),
         has_url: url_full.is_some(),
         url_template: interner.maybe(attribute(attr::URL_TEMPLATE)),
         url_scheme: scheme,
@@ -845,12 +858,7 @@ fn read_span(
             || attribute(attr::IDEMPOTENCY_KEY_PLAIN).is_some(),
         request_bytes: number(attr::REQUEST_BYTES),
         response_bytes: number(attr::RESPONSE_BYTES),
-        tx_name: interner.maybe(attribute(attr::TX_NAME)),
-        tx_outcome: interner.maybe(attribute(attr::TX_OUTCOME)),
-        tx_failed_step: interner.maybe(attribute(attr::TX_FAILED_STEP)),
-        tx_step: interner.maybe(attribute(attr::TX_STEP)),
-        compensation: attribute(attr::TX_COMPENSATION) == Some("true"),
-        ..Span::default()
+        ..span
     })
 }
 
@@ -966,8 +974,6 @@ fn edge_key((from, to): &EdgeName) -> EdgeKey {
 /// The spans of one range, indexed for walking calls.
 struct Graph<'a> {
     spans: &'a [Span],
-    /// Span → its position.
-    by_id: SortedIndex,
     /// (trace, parent) → children.
     children: SortedIndex,
     /// Linked span → consumers that link to it without being its child.
@@ -976,11 +982,6 @@ struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     fn new(spans: &'a [Span]) -> Self {
-        let mut by_id: SortedIndex = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.key(), i))
-            .collect();
         let mut children: SortedIndex = spans
             .iter()
             .enumerate()
@@ -996,19 +997,13 @@ impl<'a> Graph<'a> {
                     .map(move |linked| (*linked, i))
             })
             .collect();
-        by_id.sort_unstable();
         children.sort_unstable();
         linked_by.sort_unstable();
         Self {
             spans,
-            by_id,
             children,
             linked_by,
         }
-    }
-
-    fn position(&self, key: SpanKey) -> Option<usize> {
-        entries(&self.by_id, key).next()
     }
 
     /// What answered an outgoing span: server or consumer spans of other
@@ -1191,8 +1186,22 @@ fn compute(
     }
 
     let mut changes: BTreeMap<EdgeKey, Vec<BreakerEvent>> = BTreeMap::new();
-    for (key, event) in events {
-        if let Some((edge, _)) = graph.position(key).and_then(|i| graph.edge(i)) {
+    // Few spans carry breaker events: find them in one pass, not through an index of all.
+    let wanted: HashMap<SpanKey, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(n, (key, _))| (*key, n))
+        .collect();
+    let mut positions: Vec<Option<usize>> = vec![None; events.len()];
+    if !wanted.is_empty() {
+        for (i, span) in spans.iter().enumerate() {
+            if let Some(&n) = wanted.get(&span.key()) {
+                positions[n] = Some(i);
+            }
+        }
+    }
+    for ((_, event), position) in events.into_iter().zip(positions) {
+        if let Some((edge, _)) = position.and_then(|i| graph.edge(i)) {
             changes.entry(edge_key(&edge)).or_default().push(event);
         }
     }
@@ -1210,13 +1219,14 @@ fn compute(
             ((edge_key(&edge), destination.map(|d| d.to_string())), acc)
         })
         .collect();
+    let by_service = requests_by_service(&spans);
     Insights {
         start_ns,
         end_ns,
         retries: retry_insights(retries, &buckets),
         breakers: breaker_insights(&edges, changes, end_ns),
-        instances: instance_insights(&spans, seconds),
-        versions: version_insights(&spans, seconds),
+        instances: instance_insights(&by_service, seconds),
+        versions: version_insights(&by_service, seconds),
         messaging: async_insights(messaging, &buckets, start_ns, end_ns),
         transactions: transaction_insights(&spans),
         encryption: encryption_insights(&edges),
@@ -1464,9 +1474,12 @@ fn pooled(groups: &[&Group<'_>], seconds: f64) -> Latencies {
     summarize(&mut durations, errors, seconds)
 }
 
-fn instance_insights(spans: &[Span], seconds: f64) -> Vec<InstanceInsight> {
+fn instance_insights(
+    by_service: &BTreeMap<&str, Vec<&Span>>,
+    seconds: f64,
+) -> Vec<InstanceInsight> {
     let mut out = Vec::new();
-    for (service, requests) in requests_by_service(spans) {
+    for (&service, requests) in by_service {
         let instances = groups(&requests, |s| s.instance.as_ref(), seconds);
         if instances.len() < 2 {
             continue;
@@ -1522,9 +1535,9 @@ fn instance_insights(spans: &[Span], seconds: f64) -> Vec<InstanceInsight> {
     out
 }
 
-fn version_insights(spans: &[Span], seconds: f64) -> Vec<VersionInsight> {
+fn version_insights(by_service: &BTreeMap<&str, Vec<&Span>>, seconds: f64) -> Vec<VersionInsight> {
     let mut out = Vec::new();
-    for (service, requests) in requests_by_service(spans) {
+    for (&service, requests) in by_service {
         let versions = groups(&requests, |s| s.version.as_ref(), seconds);
         if versions.len() < 2 {
             continue;
