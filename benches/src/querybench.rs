@@ -59,6 +59,9 @@ enum Command {
         /// Time only this question (e.g. `insights_hour`).
         #[arg(long)]
         only: Option<String>,
+        /// Answer from raw spans only: remove the store's rollups first (the baseline).
+        #[arg(long)]
+        no_rollups: bool,
     },
 }
 
@@ -78,7 +81,8 @@ async fn main() -> BenchResult {
             params,
             results,
             only,
-        } => run(data_dir, runs, params, results, only).await,
+            no_rollups,
+        } => run(data_dir, runs, params, results, only, no_rollups).await,
     }
 }
 
@@ -186,6 +190,7 @@ async fn run(
     params: Option<PathBuf>,
     results: Option<PathBuf>,
     only: Option<String>,
+    no_rollups: bool,
 ) -> BenchResult {
     let store = Store::local(&data_dir)?;
     let engine = Arc::new(QueryEngine::new(
@@ -196,6 +201,27 @@ async fn run(
             ..QueryLimits::default()
         },
     )?);
+    // As `weft serve` would have done in the background by now.
+    if no_rollups {
+        let rollups = data_dir.join(weft_query::ROLLUPS_DIR);
+        if rollups.exists() {
+            std::fs::remove_dir_all(&rollups)?;
+        }
+        eprintln!("rollups removed: every answer comes from raw spans");
+    } else {
+        let started = std::time::Instant::now();
+        let report = engine.maintain_rollups(i64::MAX).await?;
+        eprintln!(
+            "rollups: {} built in {:.1} s ({} were up to date)",
+            report.built,
+            started.elapsed().as_secs_f64(),
+            store
+                .list(weft_query::ROLLUPS_DIR)
+                .await?
+                .len()
+                .saturating_sub(report.built)
+        );
+    }
     // A trace from the middle of the day, found the way a user would: by SQL.
     let noon = DAY_START_NS + 12 * HOUR_NS;
     let picked = engine

@@ -192,6 +192,12 @@ impl Compactor {
             by_hour.entry(dir.to_owned()).or_default().push(file);
         }
         for (dir, files) in by_hour {
+            let is_flush = |f: &ObjectMeta| {
+                f.location
+                    .filename()
+                    .and_then(layout::flush_segment_of)
+                    .is_some()
+            };
             let finished = layout::hour_of_path(&dir).is_some_and(|hour| {
                 hour + chrono::Duration::hours(1) + chrono::Duration::minutes(5) < now
             });
@@ -202,12 +208,7 @@ impl Compactor {
             let sets: Vec<Vec<ObjectMeta>> = if finished {
                 vec![files]
             } else {
-                let (flushed, merged) = files.into_iter().partition(|f: &ObjectMeta| {
-                    f.location
-                        .filename()
-                        .and_then(layout::flush_segment_of)
-                        .is_some()
-                });
+                let (flushed, merged) = files.into_iter().partition(is_flush);
                 vec![flushed, merged]
             };
             let min_files = if finished { 2 } else { self.config.min_files };
@@ -223,7 +224,10 @@ impl Compactor {
                     rows_estimate += rows;
                     group.push(file);
                 }
-                if group.len() >= min_files {
+                // A finished hour's lone flush file is rewritten too: sorted,
+                // compressed harder, and no longer a flush file, so the hour's rollup can be built.
+                let lone_flush = finished && group.len() == 1 && group.iter().all(is_flush);
+                if group.len() >= min_files || lone_flush {
                     self.merge(table, &dir, &group, now).await?;
                 }
             }
@@ -422,6 +426,36 @@ mod tests {
         let mut expected = sorted.clone();
         expected.sort_unstable();
         assert_eq!(sorted, expected, "merged rows are sorted by trace id");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_finished_hours_lone_flush_file_is_rewritten_as_merged() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::local(&dir.path().join("store"))?;
+        let flushed = format!("{HOUR}/{}", layout::flush_file_name(1, 0));
+        store
+            .write_parquet(Table::Spans, &flushed, vec![batch(1, 4)?])
+            .await?;
+        let compactor = compactor(dir.path(), &store);
+        // Still open (five minutes after the hour): a lone file stays.
+        let open = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 3_900_000_000_000);
+        compactor.run_once(open).await?;
+        assert_eq!(
+            store.list(Table::Spans.dir()).await?[0].location.as_ref(),
+            flushed
+        );
+        let finished = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 4_000_000_000_000);
+        compactor.run_once(finished).await?;
+        let files = store.list(Table::Spans.dir()).await?;
+        assert_eq!(files.len(), 1);
+        assert!(
+            files[0]
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with('c'))
+        );
+        assert_eq!(rows_in(&store, &files).await?, 4);
         Ok(())
     }
 

@@ -100,6 +100,8 @@ impl Default for QueryLimits {
 /// Builds sessions over the store and runs SQL in them.
 pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
+    /// The store itself, for the files this crate reads and writes directly (rollups).
+    objects: Arc<dyn ObjectStore>,
     store_lock: Option<Arc<RwLock<()>>>,
     limits: QueryLimits,
 }
@@ -119,12 +121,17 @@ impl QueryEngine {
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()?;
         let url = Url::parse(STORE_URL).map_err(|e| QueryError::Invalid(e.to_string()))?;
-        runtime.register_object_store(&url, objects);
+        runtime.register_object_store(&url, Arc::clone(&objects));
         Ok(Self {
             runtime,
+            objects,
             store_lock,
             limits,
         })
+    }
+
+    pub(crate) fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.objects
     }
 
     pub fn limits(&self) -> &QueryLimits {

@@ -6,14 +6,17 @@
 //! crate as [`SqlResult`], which renders itself as JSON rows, CSV or a text
 //! table, so callers never handle Arrow arrays. Beside SQL it answers the
 //! questions the API and pages ask: traces assembled (`assembly`), the
-//! service map, RED figures and histograms (`stats`), metric series (`metrics`).
+//! service map, RED figures and histograms (`stats`, from `rollups` of closed
+//! hours where they exist), metric series (`metrics`).
 
 mod assembly;
 mod engine;
 mod insights;
 mod json;
 mod metrics;
+mod rollups;
 mod sandbox;
+mod sketch;
 mod stats;
 mod traces;
 
@@ -25,6 +28,7 @@ pub use insights::{
     RetryInsight, TransactionInsight, VersionInsight, VersionStats, rules as insight_rules,
 };
 pub use metrics::{MetricChart, MetricInfo, MetricSeries, histogram_quantile};
+pub use rollups::{ROLLUP_STEP_NS, ROLLUPS_DIR, RollupReport};
 pub use sandbox::Refusal;
 pub use stats::{
     Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter,

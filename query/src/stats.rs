@@ -6,7 +6,7 @@
 //! `SELECT percentile_cont(duration_ns, 0.95)` over `/api/sql` or DuckDB's
 //! `quantile_cont`), so a figure here can always be checked with SQL.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -19,6 +19,8 @@ use datafusion::prelude::{DataFrame, cast, col, in_list, lit};
 use weft_schema::spans as s;
 
 use crate::engine::{QueryEngine, QueryError};
+use crate::rollups::{Coverage, Select};
+use crate::sketch::Samples;
 use crate::traces::in_range;
 
 /// Request count, errors and exact duration percentiles of a set of spans.
@@ -29,6 +31,9 @@ pub struct LatencySummary {
     pub p50_ns: f64,
     pub p95_ns: f64,
     pub p99_ns: f64,
+    /// The percentiles came from rollup buckets (within 1 % of the exact
+    /// value), not from every duration.
+    pub estimated: bool,
 }
 
 impl LatencySummary {
@@ -53,7 +58,18 @@ pub enum EdgeKind {
     Peer,
 }
 
+/// Every edge kind, in the order of their names.
+pub(crate) const EDGE_KINDS: [EdgeKind; 3] = [EdgeKind::Call, EdgeKind::Link, EdgeKind::Peer];
+
 impl EdgeKind {
+    fn index(self) -> usize {
+        match self {
+            EdgeKind::Call => 0,
+            EdgeKind::Link => 1,
+            EdgeKind::Peer => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EdgeKind::Call => "call",
@@ -112,6 +128,14 @@ pub struct RequestFilter {
     pub end_ns: i64,
 }
 
+impl RequestFilter {
+    fn select(&self) -> Select {
+        Select::Requests {
+            service: self.service.clone(),
+        }
+    }
+}
+
 /// Histogram bucket bounds: 1-2-5 steps from 1 µs to 500 s.
 pub fn histogram_bounds() -> Vec<i64> {
     let mut bounds = Vec::new();
@@ -137,8 +161,8 @@ fn is_error(status_column: &str) -> Expr {
 /// How far around a window the other side of a call or link is looked for:
 /// a server span may start a little before its client's (clock skew), a
 /// consumer long after its producer (queue lag).
-const WINDOW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
-const HOUR_NS: i64 = 3_600 * 1_000_000_000;
+pub(crate) const WINDOW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
+pub(crate) const HOUR_NS: i64 = 3_600 * 1_000_000_000;
 
 /// Spans per join window: a day of the benchmark store (10 million spans)
 /// needs about 1.1 GB to join at once; this keeps a window near 300 MB.
@@ -165,6 +189,7 @@ fn hour_windows(start_ns: i64, end_ns: i64, hours: i64) -> Vec<(i64, i64)> {
 
 /// One client or producer span and what answered it.
 struct CallRow {
+    start_ns: i64,
     caller: String,
     caller_is_client: bool,
     callee: Option<String>,
@@ -173,29 +198,24 @@ struct CallRow {
     error: bool,
 }
 
-/// An edge's latencies and errors, gathered window by window.
-#[derive(Default)]
-struct EdgeSamples {
-    latencies: Vec<i64>,
-    errors: u64,
+/// One call along an edge of the service map, read from spans.
+pub(crate) struct EdgeCall {
+    /// When the caller's span (or, for a link, the consumer's) started.
+    pub start_ns: i64,
+    pub from: String,
+    pub to: String,
+    pub kind: EdgeKind,
+    pub latency_ns: i64,
+    pub error: bool,
 }
 
-impl EdgeSamples {
-    fn add(&mut self, latency_ns: i64, error: bool) {
-        self.latencies.push(latency_ns);
-        self.errors += u64::from(error);
-    }
-
-    fn summary(mut self) -> LatencySummary {
-        self.latencies.sort_unstable();
-        LatencySummary {
-            count: self.latencies.len() as u64,
-            errors: self.errors,
-            p50_ns: percentile(&self.latencies, 0.5),
-            p95_ns: percentile(&self.latencies, 0.95),
-            p99_ns: percentile(&self.latencies, 0.99),
-        }
-    }
+/// One request a service answered, read from spans.
+pub(crate) struct RequestRow {
+    pub service: String,
+    pub operation: String,
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub error: bool,
 }
 
 /// `percentile_cont` of sorted values: linear interpolation between the two
@@ -272,7 +292,28 @@ fn summary_at(batch: &RecordBatch, first: usize, row: usize) -> LatencySummary {
         p50_ns: float_at(batch, first + 2, row),
         p95_ns: float_at(batch, first + 3, row),
         p99_ns: float_at(batch, first + 4, row),
+        estimated: false,
     }
+}
+
+/// Samples per service, operation and time slot (or from, to and edge kind).
+type RequestSamples = BTreeMap<String, BTreeMap<String, BTreeMap<usize, Samples>>>;
+
+/// The samples of one group, created when first seen; texts are copied only then.
+fn samples_of<'g>(
+    groups: &'g mut RequestSamples,
+    service: &str,
+    operation: &str,
+    slot: usize,
+) -> Option<&'g mut Samples> {
+    if !groups.contains_key(service) {
+        groups.insert(service.to_owned(), BTreeMap::new());
+    }
+    let operations = groups.get_mut(service)?;
+    if !operations.contains_key(operation) {
+        operations.insert(operation.to_owned(), BTreeMap::new());
+    }
+    Some(operations.get_mut(operation)?.entry(slot).or_default())
 }
 
 impl QueryEngine {
@@ -302,81 +343,209 @@ impl QueryEngine {
             .filter(condition)?)
     }
 
-    /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
-    ///
-    /// The joins run over windows of whole hours (the store's partitions) of
-    /// at most about [`SPANS_PER_WINDOW`] spans, so memory stays bounded over
-    /// any range; each window's latencies are collected and the percentiles
-    /// computed exactly over the whole range.
-    pub async fn service_map(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
-        let (known, spans) = self.known_services(start_ns, end_ns).await?;
-        // As few windows as memory allows: each join reads its inputs again.
-        let windows = spans.div_ceil(SPANS_PER_WINDOW).max(1) as i64;
-        let hours = ((end_ns - start_ns) / HOUR_NS + 1)
-            .div_euclid(windows)
-            .max(1);
-        let mut edges: HashMap<(String, String, EdgeKind), EdgeSamples> = HashMap::new();
-        for (window_start, window_end) in hour_windows(start_ns, end_ns, hours) {
-            for row in self
-                .call_rows(start_ns, end_ns, window_start, window_end)
-                .await?
-            {
-                let CallRow {
-                    caller,
-                    caller_is_client,
-                    callee,
-                    peer,
-                    latency_ns,
-                    error,
-                } = row;
-                let (to, kind) = match (callee, peer) {
-                    (Some(callee), _) if callee != caller => (callee, EdgeKind::Call),
-                    (Some(_), _) => continue,
-                    // A client span with no server child whose peer is an
-                    // instrumented service is still a call to that service (it
-                    // failed fast, timed out, or the callee's spans are lost).
-                    (None, Some(peer))
-                        if caller_is_client && known.contains(&peer) && peer != caller =>
-                    {
-                        (peer, EdgeKind::Call)
-                    }
-                    (None, Some(peer)) if caller_is_client && !known.contains(&peer) => {
-                        (peer, EdgeKind::Peer)
-                    }
-                    _ => continue,
-                };
-                edges
-                    .entry((caller, to, kind))
-                    .or_default()
-                    .add(latency_ns, error);
-            }
-            for (from, to, latency_ns, error) in self
-                .link_rows(start_ns, end_ns, window_start, window_end)
-                .await?
-            {
-                edges
-                    .entry((from, to, EdgeKind::Link))
-                    .or_default()
-                    .add(latency_ns, error);
+    /// The requests that match `filter`, read from spans.
+    pub(crate) async fn request_rows(
+        &self,
+        filter: &RequestFilter,
+    ) -> Result<Vec<RequestRow>, QueryError> {
+        let frame = self.requests(filter).await?.select(vec![
+            col(s::SERVICE_NAME),
+            col(s::NAME),
+            cast(col(s::START_TIME), DataType::Int64),
+            col(s::DURATION_NS),
+            is_error(s::STATUS_CODE),
+        ])?;
+        let mut rows = Vec::new();
+        for batch in self.collect(frame).await? {
+            let start = batch.column(2).as_primitive::<Int64Type>();
+            let duration = batch.column(3).as_primitive::<Int64Type>();
+            let error = batch.column(4).as_boolean();
+            for row in 0..batch.num_rows() {
+                rows.push(RequestRow {
+                    service: text_at(&batch, 0, row).unwrap_or_default(),
+                    operation: text_at(&batch, 1, row).unwrap_or_default(),
+                    start_ns: latency_at(start, row),
+                    duration_ns: latency_at(duration, row),
+                    error: flag_at(error, row),
+                });
             }
         }
-        let mut edges: Vec<Edge> = edges
-            .into_iter()
-            .map(|((from, to, kind), samples)| Edge {
-                from,
+        Ok(rows)
+    }
+
+    /// The requests of `filter` from the rollups where `coverage` allows and
+    /// from spans elsewhere, per service, operation and time slot (`slot` of a
+    /// start time; `None` leaves the request out).
+    async fn request_samples(
+        &self,
+        filter: &RequestFilter,
+        coverage: &Coverage,
+        slot: impl Fn(i64) -> Option<usize>,
+    ) -> Result<RequestSamples, QueryError> {
+        let mut groups = RequestSamples::new();
+        let wanted = |service: &str, operation: &str| {
+            filter.service.as_deref().is_none_or(|s| s == service)
+                && filter.operation.as_deref().is_none_or(|o| o == operation)
+        };
+        coverage.for_each(|row| {
+            if row.is_request()
+                && wanted(row.service, row.name)
+                && let Some(slot) = slot(row.bucket_start)
+                && let Some(samples) = samples_of(&mut groups, row.service, row.name, slot)
+            {
+                samples.add_rollup(row.duration_bucket, row.count, row.errors);
+            }
+        });
+        for &(start_ns, end_ns) in &coverage.raw {
+            let part = RequestFilter {
+                start_ns,
+                end_ns,
+                ..filter.clone()
+            };
+            for request in self.request_rows(&part).await? {
+                if let Some(slot) = slot(request.start_ns)
+                    && let Some(samples) =
+                        samples_of(&mut groups, &request.service, &request.operation, slot)
+                {
+                    samples.add(request.duration_ns, request.error);
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
+    ///
+    /// Whole ten minutes of closed hours come from the rollups; the rest is
+    /// joined from spans over windows of whole hours (the store's partitions)
+    /// of at most about [`SPANS_PER_WINDOW`] spans, so memory stays bounded
+    /// over any range. Percentiles are exact when no rollup was used.
+    pub async fn service_map(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Edge>, QueryError> {
+        // from → to → kind (as its index in EDGE_KINDS) → samples.
+        let mut edges = RequestSamples::new();
+        let coverage = self
+            .coverage(start_ns, end_ns, None, &Select::Edges)
+            .await?;
+        let mut known = HashSet::new();
+        let raw = match &coverage {
+            None => vec![(start_ns, end_ns)],
+            Some(coverage) => {
+                coverage.for_each(|row| {
+                    let Some(kind) = row.edge_kind() else {
+                        return;
+                    };
+                    // Instrumented services: every edge's caller and every call's callee.
+                    let callee = (kind == EdgeKind::Call).then_some(row.name);
+                    for service in [Some(row.service), callee].into_iter().flatten() {
+                        if !known.contains(service) {
+                            known.insert(service.to_owned());
+                        }
+                    }
+                    if let Some(samples) =
+                        samples_of(&mut edges, row.service, row.name, kind.index())
+                    {
+                        samples.add_rollup(row.duration_bucket, row.count, row.errors);
+                    }
+                });
+                coverage.raw.clone()
+            }
+        };
+        for (raw_start, raw_end) in raw {
+            let (services, spans) = self.known_services(raw_start, raw_end).await?;
+            known.extend(services);
+            // As few windows as memory allows: each join reads its inputs again.
+            let windows = spans.div_ceil(SPANS_PER_WINDOW).max(1) as i64;
+            let hours = ((raw_end - raw_start) / HOUR_NS + 1)
+                .div_euclid(windows)
+                .max(1);
+            for (window_start, window_end) in hour_windows(raw_start, raw_end, hours) {
+                for call in self
+                    .edge_calls(start_ns, end_ns, window_start, window_end, &known)
+                    .await?
+                {
+                    if let Some(samples) =
+                        samples_of(&mut edges, &call.from, &call.to, call.kind.index())
+                    {
+                        samples.add(call.latency_ns, call.error);
+                    }
+                }
+            }
+        }
+        // Already sorted by from, to and kind.
+        let mut list = Vec::new();
+        for (from, tos) in edges {
+            for (to, kinds) in tos {
+                for (index, samples) in kinds {
+                    list.push(Edge {
+                        from: from.clone(),
+                        to: to.clone(),
+                        kind: EDGE_KINDS[index],
+                        stats: samples.summary(),
+                    });
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    /// The calls, links and peer calls whose caller (or consumer) starts in the
+    /// window; their other side is looked for in `[start_ns, end_ns]`.
+    pub(crate) async fn edge_calls(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+        window_start: i64,
+        window_end: i64,
+        known: &HashSet<String>,
+    ) -> Result<Vec<EdgeCall>, QueryError> {
+        let mut calls = Vec::new();
+        for row in self
+            .call_rows(start_ns, end_ns, window_start, window_end)
+            .await?
+        {
+            let CallRow {
+                start_ns,
+                caller,
+                caller_is_client,
+                callee,
+                peer,
+                latency_ns,
+                error,
+            } = row;
+            let (to, kind) = match (callee, peer) {
+                (Some(callee), _) if callee != caller => (callee, EdgeKind::Call),
+                (Some(_), _) => continue,
+                // A client span with no server child whose peer is an
+                // instrumented service is still a call to that service (it
+                // failed fast, timed out, or the callee's spans are lost).
+                (None, Some(peer))
+                    if caller_is_client && known.contains(&peer) && peer != caller =>
+                {
+                    (peer, EdgeKind::Call)
+                }
+                (None, Some(peer)) if caller_is_client && !known.contains(&peer) => {
+                    (peer, EdgeKind::Peer)
+                }
+                _ => continue,
+            };
+            calls.push(EdgeCall {
+                start_ns,
+                from: caller,
                 to,
                 kind,
-                stats: samples.summary(),
-            })
-            .collect();
-        edges.sort_by(|a, b| {
-            (&a.from, &a.to, a.kind.as_str()).cmp(&(&b.from, &b.to, b.kind.as_str()))
-        });
-        Ok(edges)
+                latency_ns,
+                error,
+            });
+        }
+        calls.extend(
+            self.link_rows(start_ns, end_ns, window_start, window_end)
+                .await?,
+        );
+        Ok(calls)
     }
 
     /// The services with spans in the range, and how many spans there are.
-    async fn known_services(
+    pub(crate) async fn known_services(
         &self,
         start_ns: i64,
         end_ns: i64,
@@ -414,6 +583,7 @@ impl QueryEngine {
                 false,
             ))?
             .select(vec![
+                cast(col(s::START_TIME), DataType::Int64).alias("caller_start"),
                 col(s::TRACE_ID).alias("caller_trace"),
                 col(s::SPAN_ID).alias("caller_span"),
                 col(s::SERVICE_NAME).alias("caller_service"),
@@ -458,6 +628,7 @@ impl QueryEngine {
                     .or(is_client.clone().and(col("peer").is_not_null())),
             )?
             .select(vec![
+                col("caller_start"),
                 col("caller_service"),
                 is_client.alias("is_client"),
                 col("callee_service"),
@@ -467,18 +638,20 @@ impl QueryEngine {
             ])?;
         let mut rows = Vec::new();
         for batch in self.collect(frame).await? {
-            let is_client = batch.column(1).as_boolean();
-            let latency = batch.column(4).as_primitive::<Int64Type>();
-            let error = batch.column(5).as_boolean();
+            let start = batch.column(0).as_primitive::<Int64Type>();
+            let is_client = batch.column(2).as_boolean();
+            let latency = batch.column(5).as_primitive::<Int64Type>();
+            let error = batch.column(6).as_boolean();
             for row in 0..batch.num_rows() {
-                let Some(caller) = text_at(&batch, 0, row) else {
+                let Some(caller) = text_at(&batch, 1, row) else {
                     continue;
                 };
                 rows.push(CallRow {
+                    start_ns: latency_at(start, row),
                     caller,
                     caller_is_client: flag_at(is_client, row),
-                    callee: text_at(&batch, 2, row),
-                    peer: text_at(&batch, 3, row),
+                    callee: text_at(&batch, 3, row),
+                    peer: text_at(&batch, 4, row),
                     latency_ns: latency_at(latency, row),
                     error: flag_at(error, row),
                 });
@@ -488,20 +661,20 @@ impl QueryEngine {
     }
 
     /// Consumer spans starting in the window that link to a producer span in
-    /// another service without being its child: (producer service, consumer
-    /// service, consumer duration, consumer failed).
+    /// another service without being its child; latency is the consumer's duration.
     async fn link_rows(
         &self,
         start_ns: i64,
         end_ns: i64,
         window_start: i64,
         window_end: i64,
-    ) -> Result<Vec<(String, String, i64, bool)>, QueryError> {
+    ) -> Result<Vec<EdgeCall>, QueryError> {
         let consumers = self
             .spans_in(window_start, window_end)
             .await?
             .filter(cardinality(col(s::LINKS)).gt(lit(0u64)))?
             .select(vec![
+                cast(col(s::START_TIME), DataType::Int64).alias("consumer_start"),
                 col(s::PARENT_SPAN_ID).alias("consumer_parent"),
                 col(s::SERVICE_NAME).alias("consumer_service"),
                 col(s::DURATION_NS).alias("consumer_duration"),
@@ -510,6 +683,7 @@ impl QueryEngine {
             ])?
             .unnest_columns(&[s::LINKS])?
             .select(vec![
+                col("consumer_start"),
                 col("consumer_parent"),
                 col("consumer_service"),
                 col("consumer_duration"),
@@ -546,6 +720,7 @@ impl QueryEngine {
                     .and(not_child),
             )?
             .select(vec![
+                col("consumer_start"),
                 col("producer_service"),
                 col("consumer_service"),
                 cast(col("consumer_duration"), DataType::Int64).alias("latency"),
@@ -553,11 +728,19 @@ impl QueryEngine {
             ])?;
         let mut rows = Vec::new();
         for batch in self.collect(frame).await? {
-            let latency = batch.column(2).as_primitive::<Int64Type>();
-            let error = batch.column(3).as_boolean();
+            let start = batch.column(0).as_primitive::<Int64Type>();
+            let latency = batch.column(3).as_primitive::<Int64Type>();
+            let error = batch.column(4).as_boolean();
             for row in 0..batch.num_rows() {
-                if let (Some(from), Some(to)) = (text_at(&batch, 0, row), text_at(&batch, 1, row)) {
-                    rows.push((from, to, latency_at(latency, row), flag_at(error, row)));
+                if let (Some(from), Some(to)) = (text_at(&batch, 1, row), text_at(&batch, 2, row)) {
+                    rows.push(EdgeCall {
+                        start_ns: latency_at(start, row),
+                        from,
+                        to,
+                        kind: EdgeKind::Link,
+                        latency_ns: latency_at(latency, row),
+                        error: flag_at(error, row),
+                    });
                 }
             }
         }
@@ -568,6 +751,39 @@ impl QueryEngine {
     /// `None`, else per operation of that service. Sorted by name.
     pub async fn red_summary(&self, filter: &RequestFilter) -> Result<Vec<RedRow>, QueryError> {
         let by_operation = filter.service.is_some();
+        if let Some(coverage) = self
+            .coverage(filter.start_ns, filter.end_ns, None, &filter.select())
+            .await?
+        {
+            let groups = self.request_samples(filter, &coverage, |_| Some(0)).await?;
+            let mut rows = Vec::new();
+            for (service, operations) in groups {
+                let mut per_service = Samples::default();
+                for (operation, slots) in operations {
+                    let samples = slots.into_values().fold(Samples::default(), |mut all, s| {
+                        all.merge(s);
+                        all
+                    });
+                    if by_operation {
+                        rows.push(RedRow {
+                            service: service.clone(),
+                            operation: Some(operation),
+                            stats: samples.summary(),
+                        });
+                    } else {
+                        per_service.merge(samples);
+                    }
+                }
+                if !by_operation {
+                    rows.push(RedRow {
+                        service,
+                        operation: None,
+                        stats: per_service.summary(),
+                    });
+                }
+            }
+            return Ok(rows);
+        }
         let mut groups = vec![col(s::SERVICE_NAME)];
         if by_operation {
             groups.push(col(s::NAME));
@@ -608,6 +824,39 @@ impl QueryEngine {
         if step_ns <= 0 {
             return Err(QueryError::Invalid("the step must be positive".into()));
         }
+        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
+        let slot = |start: i64| usize::try_from((start - filter.start_ns) / step_ns).ok();
+        let series = (filter.start_ns, step_ns);
+        if let Some(coverage) = self
+            .coverage(
+                filter.start_ns,
+                filter.end_ns,
+                Some(series),
+                &filter.select(),
+            )
+            .await?
+        {
+            let mut slots: Vec<Samples> = (0..buckets).map(|_| Samples::default()).collect();
+            for operations in self
+                .request_samples(filter, &coverage, slot)
+                .await?
+                .into_values()
+            {
+                for (index, samples) in operations.into_values().flatten() {
+                    if let Some(all) = slots.get_mut(index) {
+                        all.merge(samples);
+                    }
+                }
+            }
+            return Ok(slots
+                .into_iter()
+                .enumerate()
+                .map(|(i, samples)| RedBucket {
+                    start_ns: filter.start_ns + i as i64 * step_ns,
+                    stats: samples.summary(),
+                })
+                .collect());
+        }
         let bucket =
             (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
         let frame = self
@@ -622,7 +871,6 @@ impl QueryEngine {
                 vec![col("bucket")],
                 summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
             )?;
-        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
         let mut series: Vec<RedBucket> = (0..buckets)
             .map(|i| RedBucket {
                 start_ns: filter.start_ns + i as i64 * step_ns,
@@ -653,6 +901,32 @@ impl QueryEngine {
         if step_ns <= 0 {
             return Err(QueryError::Invalid("the step must be positive".into()));
         }
+        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
+        let series = (filter.start_ns, step_ns);
+        if let Some(coverage) = self
+            .coverage(
+                filter.start_ns,
+                filter.end_ns,
+                Some(series),
+                &filter.select(),
+            )
+            .await?
+        {
+            let slot = |start: i64| usize::try_from((start - filter.start_ns) / step_ns).ok();
+            let groups = self.request_samples(filter, &coverage, slot).await?;
+            return Ok(groups
+                .into_iter()
+                .map(|(service, operations)| {
+                    let mut counts = vec![0; buckets];
+                    for (index, samples) in operations.into_values().flatten() {
+                        if let Some(count) = counts.get_mut(index) {
+                            *count += samples.count();
+                        }
+                    }
+                    (service, counts)
+                })
+                .collect());
+        }
         let bucket =
             (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
         let frame = self
@@ -663,7 +937,6 @@ impl QueryEngine {
                 vec![col(s::SERVICE_NAME), col("bucket")],
                 vec![count(lit(1)).alias("count")],
             )?;
-        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
         let mut series: std::collections::BTreeMap<String, Vec<u64>> =
             std::collections::BTreeMap::new();
         for batch in self.collect(frame).await? {
@@ -687,6 +960,23 @@ impl QueryEngine {
     /// The duration histogram of the requests that match `filter`.
     pub async fn histogram(&self, filter: &RequestFilter) -> Result<Histogram, QueryError> {
         let bounds = histogram_bounds();
+        if let Some(coverage) = self
+            .coverage(filter.start_ns, filter.end_ns, None, &filter.select())
+            .await?
+        {
+            let mut all = Samples::default();
+            for operations in self
+                .request_samples(filter, &coverage, |_| Some(0))
+                .await?
+                .into_values()
+            {
+                for samples in operations.into_values().flat_map(BTreeMap::into_values) {
+                    all.merge(samples);
+                }
+            }
+            let counts = all.histogram_counts();
+            return Ok(histogram_from_counts(&bounds, &counts, all.summary()));
+        }
         let mut case = when(col(s::DURATION_NS).lt(lit(bounds[0])), lit(0i64));
         for (i, bound) in bounds.iter().enumerate().skip(1) {
             case.when(col(s::DURATION_NS).lt(lit(*bound)), lit(i as i64));
@@ -718,20 +1008,31 @@ impl QueryEngine {
                 }
             }
         }
-        let (Some(first), Some(last)) = (
-            per_bucket.iter().position(|&c| c > 0),
-            per_bucket.iter().rposition(|&c| c > 0),
-        ) else {
-            return Ok(histogram);
+        Ok(histogram_from_counts(&bounds, &per_bucket, histogram.stats))
+    }
+}
+
+/// A histogram from its counts per bucket of `bounds`, from the first
+/// non-empty bucket to the last.
+fn histogram_from_counts(bounds: &[i64], counts: &[u64], stats: LatencySummary) -> Histogram {
+    let (Some(first), Some(last)) = (
+        counts.iter().position(|&c| c > 0),
+        counts.iter().rposition(|&c| c > 0),
+    ) else {
+        return Histogram {
+            buckets: Vec::new(),
+            stats,
         };
-        histogram.buckets = (first..=last)
+    };
+    Histogram {
+        buckets: (first..=last)
             .map(|i| HistogramBucket {
                 min_ns: if i == 0 { 0 } else { bounds[i - 1] },
                 max_ns: bounds.get(i).copied(),
-                count: per_bucket[i],
+                count: counts[i],
             })
-            .collect();
-        Ok(histogram)
+            .collect(),
+        stats,
     }
 }
 

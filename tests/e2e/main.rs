@@ -11,6 +11,7 @@ mod insights;
 mod jaeger;
 mod otlp_fields;
 mod query;
+mod rollups;
 mod sdk_export;
 mod security;
 mod sql;

@@ -235,7 +235,7 @@ async fn get(weft: &Weft, path: &str) -> TestResult<(u16, Value)> {
     Ok((status, response.json().await?))
 }
 
-async fn data(weft: &Weft, path: &str) -> TestResult<Value> {
+pub async fn data(weft: &Weft, path: &str) -> TestResult<Value> {
     let (status, body) = get(weft, path).await?;
     if status != 200 {
         return Err(format!("{path}: HTTP {status}: {body}").into());
@@ -243,7 +243,7 @@ async fn data(weft: &Weft, path: &str) -> TestResult<Value> {
     Ok(body["data"].clone())
 }
 
-fn number(value: &Value) -> f64 {
+pub fn number(value: &Value) -> f64 {
     value.as_f64().unwrap_or(f64::NAN)
 }
 

@@ -87,6 +87,8 @@ struct Figures {
     p50_us: f64,
     p95_us: f64,
     p99_us: f64,
+    /// The percentiles came from rollups (within 1 %), not from every span.
+    percentiles_estimated: bool,
 }
 
 impl Figures {
@@ -103,6 +105,7 @@ impl Figures {
             p50_us: micros(stats.p50_ns),
             p95_us: micros(stats.p95_ns),
             p99_us: micros(stats.p99_ns),
+            percentiles_estimated: stats.estimated,
         }
     }
 }
@@ -221,19 +224,6 @@ async fn red_operations(
     Ok(red_rows(rows, filter.start_ns, filter.end_ns))
 }
 
-/// A step that gives about 60 buckets, rounded to a length people read easily.
-fn default_step_ns(start_ns: i64, end_ns: i64) -> i64 {
-    const STEPS_S: [i64; 15] = [
-        1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 43_200, 86_400,
-    ];
-    let wanted = (end_ns - start_ns) / 60;
-    STEPS_S
-        .iter()
-        .map(|s| s * 1_000_000_000)
-        .find(|&step| step >= wanted)
-        .unwrap_or(86_400_000_000_000)
-}
-
 #[derive(Debug, Serialize)]
 struct BucketJson {
     time: i64,
@@ -265,7 +255,7 @@ async fn red_series(
                     "parameter 'step' is not a positive duration like 1m: {text:?}"
                 ))
             })?,
-        None => default_step_ns(filter.start_ns, filter.end_ns),
+        None => crate::params::readable_step_ns(filter.start_ns, filter.end_ns),
     };
     if (filter.end_ns - filter.start_ns) / step_ns > MAX_BUCKETS {
         return Err(JaegerError::bad_request(format!(
@@ -469,9 +459,15 @@ mod tests {
 
     #[test]
     fn default_steps_give_about_sixty_buckets() {
-        assert_eq!(default_step_ns(0, HOUR_NS), 60_000_000_000);
-        assert_eq!(default_step_ns(0, 24 * HOUR_NS), 1_800_000_000_000);
-        assert_eq!(default_step_ns(0, 15 * 60_000_000_000), 15_000_000_000);
+        assert_eq!(crate::params::readable_step_ns(0, HOUR_NS), 60_000_000_000);
+        assert_eq!(
+            crate::params::readable_step_ns(0, 24 * HOUR_NS),
+            1_800_000_000_000
+        );
+        assert_eq!(
+            crate::params::readable_step_ns(0, 15 * 60_000_000_000),
+            15_000_000_000
+        );
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct HttpArgs {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub limits: QueryLimitArgs,
+    /// How often rollups (per-ten-minute request and edge counts of closed
+    /// hours, which answer long ranges fast) are brought up to date, in seconds; 0 turns them off.
+    #[arg(long, env = "WEFT_ROLLUP_INTERVAL_SECS", default_value_t = 60)]
+    pub rollup_interval_secs: u64,
 }
 
 /// TLS and access tokens, for every listener the command opens.

@@ -39,6 +39,19 @@ pub fn parse_go_duration(text: &str) -> Option<i64> {
     Some(total as i64)
 }
 
+/// A step that gives about 60 buckets, rounded to a length people read easily.
+pub fn readable_step_ns(start_ns: i64, end_ns: i64) -> i64 {
+    const STEPS_S: [i64; 15] = [
+        1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 43_200, 86_400,
+    ];
+    let wanted = (end_ns - start_ns) / 60;
+    STEPS_S
+        .iter()
+        .map(|s| s * 1_000_000_000)
+        .find(|&step| step >= wanted)
+        .unwrap_or(86_400_000_000_000)
+}
+
 pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

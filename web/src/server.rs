@@ -198,8 +198,32 @@ async fn start_query(
         lock,
         http.limits.limits(),
     )?);
+    if http.rollup_interval_secs > 0 {
+        let every = std::time::Duration::from_secs(http.rollup_interval_secs);
+        tokio::spawn(maintain_rollups(Arc::clone(&engine), every));
+    }
     let router = app(AppState { engine }, security.token.clone());
     serve_on("http", http.http_addr, router, tls).await
+}
+
+/// Keeps the rollups of closed hours up to date, until the process ends.
+async fn maintain_rollups(engine: Arc<QueryEngine>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        match engine.maintain_rollups(now_ns).await {
+            Ok(report) if report.built + report.deleted > 0 => {
+                tracing::info!(
+                    built = report.built,
+                    deleted = report.deleted,
+                    "rollups updated"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "rollups not updated; will retry"),
+        }
+    }
 }
 
 async fn wait_for_shutdown() {

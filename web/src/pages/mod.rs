@@ -193,6 +193,7 @@ pub struct RangeQuery {
 }
 
 /// A resolved time range and how to say it.
+#[derive(Debug, Clone)]
 pub struct Range {
     start_ns: i64,
     end_ns: i64,

@@ -36,8 +36,16 @@ struct ServicesPage {
     rows: Vec<ServiceRow>,
 }
 
-fn step_ns(range: &Range) -> i64 {
-    ((range.end_ns - range.start_ns) / BUCKETS).max(1_000_000_000)
+/// About [`BUCKETS`] time buckets of a length people read easily, starting
+/// at a multiple of it (as Grafana does): the range is widened to the start
+/// of its first bucket, so every bucket is whole and closed hours' buckets
+/// are answered from the rollups.
+fn series_range(range: &Range) -> (Range, i64) {
+    let step = crate::params::readable_step_ns(range.start_ns, range.end_ns)
+        .max((range.end_ns - range.start_ns) / BUCKETS);
+    let mut aligned = range.clone();
+    aligned.start_ns -= range.start_ns.rem_euclid(step);
+    (aligned, step)
 }
 
 fn filter(range: &Range, service: Option<&str>, operation: Option<&str>) -> RequestFilter {
@@ -58,9 +66,10 @@ pub async fn list(
         .engine
         .red_summary(&filter(&range, None, None))
         .await?;
+    let (series, step) = series_range(&range);
     let counts = state
         .engine
-        .request_counts(&filter(&range, None, None), step_ns(&range))
+        .request_counts(&filter(&series, None, None), step)
         .await?;
     let mut rows = Vec::with_capacity(summary.len());
     for row in summary {
@@ -207,12 +216,12 @@ pub async fn page(
         .await?
         .into_iter()
         .find(|r| r.service == service);
-    let step = step_ns(&range);
+    let (series_range, step) = series_range(&range);
     let series = state
         .engine
-        .red_series(&filter(&range, Some(&service), None), step)
+        .red_series(&filter(&series_range, Some(&service), None), step)
         .await?;
-    let (rate_chart, error_chart, latency_chart) = charts(&series, step, &range);
+    let (rate_chart, error_chart, latency_chart) = charts(&series, step, &series_range);
     let mut operations = state
         .engine
         .red_summary(&filter(&range, Some(&service), None))
