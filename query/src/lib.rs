@@ -32,7 +32,7 @@ pub use rollups::{ROLLUP_STEP_NS, ROLLUPS_DIR, RollupReport};
 pub use sandbox::Refusal;
 pub use stats::{
     Edge, EdgeKind, Histogram, HistogramBucket, LatencySummary, RedBucket, RedRow, RequestFilter,
-    histogram_bounds,
+    RequestStats, histogram_bounds,
 };
 pub use traces::{
     Attribute, AttributeValue, Dependency, Operation, SpanData, SpanEvent, SpanLink, TraceSearch,

@@ -340,19 +340,23 @@ impl QueryEngine {
             end_ns: hour_end,
             ..RequestFilter::default()
         };
-        for request in self.request_rows(&filter).await? {
-            let slot = rows
-                .entry((
-                    REQUEST.to_owned(),
-                    request.service,
-                    request.operation,
-                    bucket_start(request.start_ns),
-                    bucket_of(request.duration_ns),
-                ))
-                .or_default();
-            slot.0 += 1;
-            slot.1 += u64::from(request.error);
-        }
+        self.for_each_request(
+            &filter,
+            |service, operation, start_ns, duration_ns, error| {
+                let slot = rows
+                    .entry((
+                        REQUEST.to_owned(),
+                        service.to_owned(),
+                        operation.to_owned(),
+                        bucket_start(start_ns),
+                        bucket_of(duration_ns),
+                    ))
+                    .or_default();
+                slot.0 += 1;
+                slot.1 += u64::from(error);
+            },
+        )
+        .await?;
         let known = self.known_services(hour, hour_end).await?.0;
         let (range_start, range_end) = (hour - WINDOW_MARGIN_NS, hour_end + WINDOW_MARGIN_NS);
         for call in self

@@ -90,9 +90,9 @@ impl Samples {
         self.errors += errors;
     }
 
-    pub(crate) fn merge(&mut self, other: Samples) {
-        self.exact.extend(other.exact);
-        for (bucket, n) in other.buckets {
+    pub(crate) fn merge(&mut self, other: &Samples) {
+        self.exact.extend_from_slice(&other.exact);
+        for (&bucket, &n) in &other.buckets {
             *self.buckets.entry(bucket).or_default() += n;
         }
         self.rolled_up += other.rolled_up;

@@ -9,17 +9,17 @@
 use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::JoinType;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
-use datafusion::functions_aggregate::expr_fn::{count, percentile_cont, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::logical_expr::{Expr, when};
 use datafusion::prelude::{DataFrame, cast, col, in_list, lit};
 use weft_schema::spans as s;
 
 use crate::engine::{QueryEngine, QueryError};
-use crate::rollups::{Coverage, Select};
+use crate::rollups::Select;
 use crate::sketch::Samples;
 use crate::traces::in_range;
 
@@ -209,15 +209,6 @@ pub(crate) struct EdgeCall {
     pub error: bool,
 }
 
-/// One request a service answered, read from spans.
-pub(crate) struct RequestRow {
-    pub service: String,
-    pub operation: String,
-    pub start_ns: i64,
-    pub duration_ns: i64,
-    pub error: bool,
-}
-
 /// `percentile_cont` of sorted values: linear interpolation between the two
 /// nearest ranks, as DataFusion, DuckDB and PostgreSQL compute it.
 pub(crate) fn percentile(sorted: &[i64], p: f64) -> f64 {
@@ -231,20 +222,6 @@ pub(crate) fn percentile(sorted: &[i64], p: f64) -> f64 {
         sorted.get(upper).copied().unwrap_or(last) as f64,
     );
     a + (b - a) * (rank - lower as f64)
-}
-
-/// count, errors, p50, p95, p99 of `latency_ns` (in this order).
-fn summary_aggregates(latency_ns: Expr, error: Expr) -> Vec<Expr> {
-    let latency = cast(latency_ns, DataType::Float64);
-    let percentile =
-        |p: f64, name: &str| percentile_cont(latency.clone().sort(true, false), lit(p)).alias(name);
-    vec![
-        count(lit(1)).alias("count"),
-        sum(cast(error, DataType::Int64)).alias("errors"),
-        percentile(0.5, "p50"),
-        percentile(0.95, "p95"),
-        percentile(0.99, "p99"),
-    ]
 }
 
 /// A nullable Int64 cell; null reads as 0.
@@ -270,30 +247,9 @@ fn int_at(batch: &RecordBatch, index: usize, row: usize) -> u64 {
     }
 }
 
-fn float_at(batch: &RecordBatch, index: usize, row: usize) -> f64 {
-    let array = batch.column(index).as_primitive::<Float64Type>();
-    if array.is_null(row) {
-        0.0
-    } else {
-        array.value(row)
-    }
-}
-
 fn text_at(batch: &RecordBatch, index: usize, row: usize) -> Option<String> {
     let array = batch.column(index).as_string::<i32>();
     (!array.is_null(row)).then(|| array.value(row).to_owned())
-}
-
-/// Reads the five columns written by [`summary_aggregates`], starting at `first`.
-fn summary_at(batch: &RecordBatch, first: usize, row: usize) -> LatencySummary {
-    LatencySummary {
-        count: int_at(batch, first, row),
-        errors: int_at(batch, first + 1, row),
-        p50_ns: float_at(batch, first + 2, row),
-        p95_ns: float_at(batch, first + 3, row),
-        p99_ns: float_at(batch, first + 4, row),
-        estimated: false,
-    }
 }
 
 /// Samples per service, operation and time slot (or from, to and edge kind).
@@ -343,11 +299,13 @@ impl QueryEngine {
             .filter(condition)?)
     }
 
-    /// The requests that match `filter`, read from spans.
-    pub(crate) async fn request_rows(
+    /// Calls `visit(service, operation, start_ns, duration_ns, error)` for each
+    /// request that matches `filter`, read from spans.
+    pub(crate) async fn for_each_request(
         &self,
         filter: &RequestFilter,
-    ) -> Result<Vec<RequestRow>, QueryError> {
+        mut visit: impl FnMut(&str, &str, i64, i64, bool),
+    ) -> Result<(), QueryError> {
         let frame = self.requests(filter).await?.select(vec![
             col(s::SERVICE_NAME),
             col(s::NAME),
@@ -355,63 +313,88 @@ impl QueryEngine {
             col(s::DURATION_NS),
             is_error(s::STATUS_CODE),
         ])?;
-        let mut rows = Vec::new();
         for batch in self.collect(frame).await? {
+            let services = batch.column(0).as_string::<i32>();
+            let names = batch.column(1).as_string::<i32>();
             let start = batch.column(2).as_primitive::<Int64Type>();
             let duration = batch.column(3).as_primitive::<Int64Type>();
             let error = batch.column(4).as_boolean();
             for row in 0..batch.num_rows() {
-                rows.push(RequestRow {
-                    service: text_at(&batch, 0, row).unwrap_or_default(),
-                    operation: text_at(&batch, 1, row).unwrap_or_default(),
-                    start_ns: latency_at(start, row),
-                    duration_ns: latency_at(duration, row),
-                    error: flag_at(error, row),
-                });
+                visit(
+                    services.value(row),
+                    names.value(row),
+                    latency_at(start, row),
+                    latency_at(duration, row),
+                    flag_at(error, row),
+                );
             }
         }
-        Ok(rows)
+        Ok(())
     }
 
-    /// The requests of `filter` from the rollups where `coverage` allows and
-    /// from spans elsewhere, per service, operation and time slot (`slot` of a
-    /// start time; `None` leaves the request out).
-    async fn request_samples(
+    /// The requests of `filter`, per service, operation and time slot: whole
+    /// ten minutes of closed hours from the rollups, the rest from spans.
+    /// With `step_ns`, slot `i` is `[start + i·step, start + (i+1)·step)`.
+    pub async fn request_stats(
         &self,
         filter: &RequestFilter,
-        coverage: &Coverage,
-        slot: impl Fn(i64) -> Option<usize>,
-    ) -> Result<RequestSamples, QueryError> {
+        step_ns: Option<i64>,
+    ) -> Result<RequestStats, QueryError> {
+        if step_ns.is_some_and(|step| step <= 0) {
+            return Err(QueryError::Invalid("the step must be positive".into()));
+        }
+        let step = step_ns.unwrap_or(i64::MAX);
+        let slots = usize::try_from((filter.end_ns - filter.start_ns) / step + 1).unwrap_or(1);
+        let slot = |start: i64| {
+            usize::try_from((start - filter.start_ns) / step)
+                .ok()
+                .filter(|&i| i < slots)
+        };
+        let series = step_ns.map(|step| (filter.start_ns, step));
+        let coverage = self
+            .coverage(filter.start_ns, filter.end_ns, series, &filter.select())
+            .await?;
         let mut groups = RequestSamples::new();
         let wanted = |service: &str, operation: &str| {
             filter.service.as_deref().is_none_or(|s| s == service)
                 && filter.operation.as_deref().is_none_or(|o| o == operation)
         };
-        coverage.for_each(|row| {
-            if row.is_request()
-                && wanted(row.service, row.name)
-                && let Some(slot) = slot(row.bucket_start)
-                && let Some(samples) = samples_of(&mut groups, row.service, row.name, slot)
-            {
-                samples.add_rollup(row.duration_bucket, row.count, row.errors);
+        let raw = match &coverage {
+            None => vec![(filter.start_ns, filter.end_ns)],
+            Some(coverage) => {
+                coverage.for_each(|row| {
+                    if row.is_request()
+                        && wanted(row.service, row.name)
+                        && let Some(slot) = slot(row.bucket_start)
+                        && let Some(samples) = samples_of(&mut groups, row.service, row.name, slot)
+                    {
+                        samples.add_rollup(row.duration_bucket, row.count, row.errors);
+                    }
+                });
+                coverage.raw.clone()
             }
-        });
-        for &(start_ns, end_ns) in &coverage.raw {
+        };
+        for (start_ns, end_ns) in raw {
             let part = RequestFilter {
                 start_ns,
                 end_ns,
                 ..filter.clone()
             };
-            for request in self.request_rows(&part).await? {
-                if let Some(slot) = slot(request.start_ns)
-                    && let Some(samples) =
-                        samples_of(&mut groups, &request.service, &request.operation, slot)
+            self.for_each_request(&part, |service, operation, start, duration, error| {
+                if let Some(slot) = slot(start)
+                    && let Some(samples) = samples_of(&mut groups, service, operation, slot)
                 {
-                    samples.add(request.duration_ns, request.error);
+                    samples.add(duration, error);
                 }
-            }
+            })
+            .await?;
         }
-        Ok(groups)
+        Ok(RequestStats {
+            groups,
+            start_ns: filter.start_ns,
+            step_ns: step,
+            slots,
+        })
     }
 
     /// Every edge of the service map in a time range, sorted by `from`, `to`, kind.
@@ -750,68 +733,11 @@ impl QueryEngine {
     /// RED figures over the whole range: per service when `filter.service` is
     /// `None`, else per operation of that service. Sorted by name.
     pub async fn red_summary(&self, filter: &RequestFilter) -> Result<Vec<RedRow>, QueryError> {
-        let by_operation = filter.service.is_some();
-        if let Some(coverage) = self
-            .coverage(filter.start_ns, filter.end_ns, None, &filter.select())
-            .await?
-        {
-            let groups = self.request_samples(filter, &coverage, |_| Some(0)).await?;
-            let mut rows = Vec::new();
-            for (service, operations) in groups {
-                let mut per_service = Samples::default();
-                for (operation, slots) in operations {
-                    let samples = slots.into_values().fold(Samples::default(), |mut all, s| {
-                        all.merge(s);
-                        all
-                    });
-                    if by_operation {
-                        rows.push(RedRow {
-                            service: service.clone(),
-                            operation: Some(operation),
-                            stats: samples.summary(),
-                        });
-                    } else {
-                        per_service.merge(samples);
-                    }
-                }
-                if !by_operation {
-                    rows.push(RedRow {
-                        service,
-                        operation: None,
-                        stats: per_service.summary(),
-                    });
-                }
-            }
-            return Ok(rows);
-        }
-        let mut groups = vec![col(s::SERVICE_NAME)];
-        if by_operation {
-            groups.push(col(s::NAME));
-        }
-        let first = groups.len();
-        let frame = self
-            .requests(filter)
-            .await?
-            .aggregate(
-                groups.clone(),
-                summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
-            )?
-            .sort(groups.into_iter().map(|g| g.sort(true, false)).collect())?;
-        let mut rows = Vec::new();
-        for batch in self.collect(frame).await? {
-            for row in 0..batch.num_rows() {
-                rows.push(RedRow {
-                    service: text_at(&batch, 0, row).unwrap_or_default(),
-                    operation: if by_operation {
-                        text_at(&batch, 1, row)
-                    } else {
-                        None
-                    },
-                    stats: summary_at(&batch, first, row),
-                });
-            }
-        }
-        Ok(rows)
+        let stats = self.request_stats(filter, None).await?;
+        Ok(match &filter.service {
+            None => stats.services(),
+            Some(service) => stats.operations(service),
+        })
     }
 
     /// RED figures per time bucket of `step_ns`, from `filter.start_ns`; every
@@ -821,194 +747,115 @@ impl QueryEngine {
         filter: &RequestFilter,
         step_ns: i64,
     ) -> Result<Vec<RedBucket>, QueryError> {
-        if step_ns <= 0 {
-            return Err(QueryError::Invalid("the step must be positive".into()));
-        }
-        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
-        let slot = |start: i64| usize::try_from((start - filter.start_ns) / step_ns).ok();
-        let series = (filter.start_ns, step_ns);
-        if let Some(coverage) = self
-            .coverage(
-                filter.start_ns,
-                filter.end_ns,
-                Some(series),
-                &filter.select(),
-            )
-            .await?
-        {
-            let mut slots: Vec<Samples> = (0..buckets).map(|_| Samples::default()).collect();
-            for operations in self
-                .request_samples(filter, &coverage, slot)
-                .await?
-                .into_values()
-            {
-                for (index, samples) in operations.into_values().flatten() {
-                    if let Some(all) = slots.get_mut(index) {
-                        all.merge(samples);
-                    }
-                }
-            }
-            return Ok(slots
-                .into_iter()
-                .enumerate()
-                .map(|(i, samples)| RedBucket {
-                    start_ns: filter.start_ns + i as i64 * step_ns,
-                    stats: samples.summary(),
-                })
-                .collect());
-        }
-        let bucket =
-            (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
-        let frame = self
-            .requests(filter)
-            .await?
-            .select(vec![
-                bucket.alias("bucket"),
-                col(s::DURATION_NS),
-                col(s::STATUS_CODE),
-            ])?
-            .aggregate(
-                vec![col("bucket")],
-                summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
-            )?;
-        let mut series: Vec<RedBucket> = (0..buckets)
-            .map(|i| RedBucket {
-                start_ns: filter.start_ns + i as i64 * step_ns,
-                stats: LatencySummary::default(),
-            })
-            .collect();
-        for batch in self.collect(frame).await? {
-            let index = batch.column(0).as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                if let Some(slot) = usize::try_from(index.value(row))
-                    .ok()
-                    .and_then(|i| series.get_mut(i))
-                {
-                    slot.stats = summary_at(&batch, 1, row);
-                }
-            }
-        }
-        Ok(series)
+        Ok(self.request_stats(filter, Some(step_ns)).await?.series())
     }
 
     /// Request counts per service per time bucket of `step_ns` (for
-    /// sparklines): one scan for every service, every bucket present.
+    /// sparklines), every bucket present.
     pub async fn request_counts(
         &self,
         filter: &RequestFilter,
         step_ns: i64,
     ) -> Result<Vec<(String, Vec<u64>)>, QueryError> {
-        if step_ns <= 0 {
-            return Err(QueryError::Invalid("the step must be positive".into()));
-        }
-        let buckets = usize::try_from((filter.end_ns - filter.start_ns) / step_ns + 1).unwrap_or(1);
-        let series = (filter.start_ns, step_ns);
-        if let Some(coverage) = self
-            .coverage(
-                filter.start_ns,
-                filter.end_ns,
-                Some(series),
-                &filter.select(),
-            )
-            .await?
-        {
-            let slot = |start: i64| usize::try_from((start - filter.start_ns) / step_ns).ok();
-            let groups = self.request_samples(filter, &coverage, slot).await?;
-            return Ok(groups
-                .into_iter()
-                .map(|(service, operations)| {
-                    let mut counts = vec![0; buckets];
-                    for (index, samples) in operations.into_values().flatten() {
-                        if let Some(count) = counts.get_mut(index) {
-                            *count += samples.count();
-                        }
-                    }
-                    (service, counts)
-                })
-                .collect());
-        }
-        let bucket =
-            (cast(col(s::START_TIME), DataType::Int64) - lit(filter.start_ns)) / lit(step_ns);
-        let frame = self
-            .requests(filter)
-            .await?
-            .select(vec![col(s::SERVICE_NAME), bucket.alias("bucket")])?
-            .aggregate(
-                vec![col(s::SERVICE_NAME), col("bucket")],
-                vec![count(lit(1)).alias("count")],
-            )?;
-        let mut series: std::collections::BTreeMap<String, Vec<u64>> =
-            std::collections::BTreeMap::new();
-        for batch in self.collect(frame).await? {
-            let index = batch.column(1).as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                let Some(service) = text_at(&batch, 0, row) else {
-                    continue;
-                };
-                let counts = series.entry(service).or_insert_with(|| vec![0; buckets]);
-                if let Some(slot) = usize::try_from(index.value(row))
-                    .ok()
-                    .and_then(|i| counts.get_mut(i))
-                {
-                    *slot = int_at(&batch, 2, row);
-                }
-            }
-        }
-        Ok(series.into_iter().collect())
+        Ok(self.request_stats(filter, Some(step_ns)).await?.counts())
     }
 
     /// The duration histogram of the requests that match `filter`.
     pub async fn histogram(&self, filter: &RequestFilter) -> Result<Histogram, QueryError> {
-        let bounds = histogram_bounds();
-        if let Some(coverage) = self
-            .coverage(filter.start_ns, filter.end_ns, None, &filter.select())
-            .await?
-        {
-            let mut all = Samples::default();
-            for operations in self
-                .request_samples(filter, &coverage, |_| Some(0))
-                .await?
-                .into_values()
-            {
-                for samples in operations.into_values().flat_map(BTreeMap::into_values) {
-                    all.merge(samples);
+        Ok(self.request_stats(filter, None).await?.histogram(None))
+    }
+}
+
+/// Requests of a range per service, operation and time slot, from which the
+/// RED figures, series and histograms are drawn without reading again.
+#[derive(Debug)]
+pub struct RequestStats {
+    groups: RequestSamples,
+    start_ns: i64,
+    step_ns: i64,
+    slots: usize,
+}
+
+impl RequestStats {
+    fn merged<'a>(samples: impl Iterator<Item = &'a Samples>) -> Samples {
+        let mut all = Samples::default();
+        for s in samples {
+            all.merge(s);
+        }
+        all
+    }
+
+    /// Every service's figures, sorted by name.
+    pub fn services(&self) -> Vec<RedRow> {
+        self.groups
+            .iter()
+            .map(|(service, operations)| RedRow {
+                service: service.clone(),
+                operation: None,
+                stats: Self::merged(operations.values().flat_map(BTreeMap::values)).summary(),
+            })
+            .collect()
+    }
+
+    /// One service's figures per operation, sorted by name.
+    pub fn operations(&self, service: &str) -> Vec<RedRow> {
+        self.groups
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|(operation, slots)| RedRow {
+                service: service.to_owned(),
+                operation: Some(operation.clone()),
+                stats: Self::merged(slots.values()).summary(),
+            })
+            .collect()
+    }
+
+    /// Figures per time slot over every request counted.
+    pub fn series(&self) -> Vec<RedBucket> {
+        let mut slots: Vec<Samples> = (0..self.slots).map(|_| Samples::default()).collect();
+        for (index, samples) in self.groups.values().flat_map(BTreeMap::values).flatten() {
+            if let Some(slot) = slots.get_mut(*index) {
+                slot.merge(samples);
+            }
+        }
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, samples)| RedBucket {
+                start_ns: self.start_ns + i as i64 * self.step_ns,
+                stats: samples.summary(),
+            })
+            .collect()
+    }
+
+    /// Request counts per service per time slot.
+    pub fn counts(&self) -> Vec<(String, Vec<u64>)> {
+        self.groups
+            .iter()
+            .map(|(service, operations)| {
+                let mut counts = vec![0; self.slots];
+                for (index, samples) in operations.values().flatten() {
+                    if let Some(count) = counts.get_mut(*index) {
+                        *count += samples.count();
+                    }
                 }
-            }
-            let counts = all.histogram_counts();
-            return Ok(histogram_from_counts(&bounds, &counts, all.summary()));
-        }
-        let mut case = when(col(s::DURATION_NS).lt(lit(bounds[0])), lit(0i64));
-        for (i, bound) in bounds.iter().enumerate().skip(1) {
-            case.when(col(s::DURATION_NS).lt(lit(*bound)), lit(i as i64));
-        }
-        let bucket = case.otherwise(lit(bounds.len() as i64))?;
-        let requests = self.requests(filter).await?;
-        let totals = requests.clone().aggregate(
-            vec![],
-            summary_aggregates(col(s::DURATION_NS), is_error(s::STATUS_CODE)),
-        )?;
-        let counts = requests
-            .select(vec![bucket.alias("bucket")])?
-            .aggregate(vec![col("bucket")], vec![count(lit(1)).alias("count")])?;
-        let mut histogram = Histogram::default();
-        for batch in self.collect(totals).await? {
-            if batch.num_rows() > 0 {
-                histogram.stats = summary_at(&batch, 0, 0);
-            }
-        }
-        let mut per_bucket = vec![0u64; bounds.len() + 1];
-        for batch in self.collect(counts).await? {
-            for row in 0..batch.num_rows() {
-                let index = batch.column(0).as_primitive::<Int64Type>().value(row);
-                if let Some(slot) = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| per_bucket.get_mut(i))
-                {
-                    *slot = int_at(&batch, 1, row);
-                }
-            }
-        }
-        Ok(histogram_from_counts(&bounds, &per_bucket, histogram.stats))
+                (service.clone(), counts)
+            })
+            .collect()
+    }
+
+    /// The duration histogram of one operation, or of every request counted.
+    pub fn histogram(&self, operation: Option<&str>) -> Histogram {
+        let all = Self::merged(
+            self.groups
+                .values()
+                .flat_map(|operations| operations.iter())
+                .filter(|(name, _)| operation.is_none_or(|o| o == name.as_str()))
+                .flat_map(|(_, slots)| slots.values()),
+        );
+        let counts = all.histogram_counts();
+        histogram_from_counts(&histogram_bounds(), &counts, all.summary())
     }
 }
 

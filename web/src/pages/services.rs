@@ -202,30 +202,26 @@ pub async fn page(
     Query(query): Query<RangeQuery>,
 ) -> Result<Response, PageError> {
     let range = Range::resolve(&query)?;
-    let known = state.engine.services().await?;
-    if !known.contains(&service) {
+    // One read for the figures, operations and histograms, one for the series.
+    let stats = state
+        .engine
+        .request_stats(&filter(&range, Some(&service), None), None)
+        .await?;
+    let overall = stats.services().into_iter().next();
+    if overall.is_none() && !state.engine.services().await?.contains(&service) {
         return Err(PageError::new(
             StatusCode::NOT_FOUND,
             "Service not found",
             format!("No span of a service named {service:?} is in the store."),
         ));
     }
-    let overall = state
-        .engine
-        .red_summary(&filter(&range, None, None))
-        .await?
-        .into_iter()
-        .find(|r| r.service == service);
     let (series_range, step) = series_range(&range);
     let series = state
         .engine
         .red_series(&filter(&series_range, Some(&service), None), step)
         .await?;
     let (rate_chart, error_chart, latency_chart) = charts(&series, step, &series_range);
-    let mut operations = state
-        .engine
-        .red_summary(&filter(&range, Some(&service), None))
-        .await?;
+    let mut operations = stats.operations(&service);
     operations.sort_by(|a, b| {
         b.stats
             .count
@@ -238,10 +234,7 @@ pub async fn page(
         let Some(operation) = row.operation.as_deref() else {
             continue;
         };
-        let histogram_data = state
-            .engine
-            .histogram(&filter(&range, Some(&service), Some(operation)))
-            .await?;
+        let histogram_data = stats.histogram(Some(operation));
         let bars: Vec<Bar> = histogram_data
             .buckets
             .iter()
