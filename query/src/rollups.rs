@@ -1,6 +1,6 @@
 //! Rollups: for each closed hour, requests per service and operation and calls
-//! per service-map edge, counted per ten minutes and per duration bucket
-//! (see `sketch`), so RED figures, histograms and the map over hours or days
+//! per service-map edge, counted per duration bucket (see `sketch`) per ten
+//! minutes and again for the whole hour, so RED figures, histograms and the map over hours or days
 //! read a few thousand rows instead of millions of spans — what the
 //! OpenTelemetry Collector's spanmetrics and servicegraph connectors keep,
 //! but in the store, next to the spans they summarise.
@@ -30,7 +30,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt16Type, UInt64Type};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::RowGroupMetaData;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::statistics::Statistics;
@@ -53,7 +53,7 @@ const SETTLE_NS: i64 = WINDOW_MARGIN_NS + 10 * 60 * 1_000_000_000;
 
 /// Changes whenever the rollup files' layout or meaning does, so that rollups
 /// written by another version are rebuilt rather than misread.
-const FORMAT: &str = "weft-rollup-1";
+const FORMAT: &str = "weft-rollup-3";
 /// Rows per row group: small, so a question about one service reads little.
 const ROWS_PER_GROUP: usize = 8 * 1024;
 
@@ -68,6 +68,7 @@ mod column {
     pub const DURATION_BUCKET: &str = "duration_bucket";
     pub const COUNT: &str = "count";
     pub const ERRORS: &str = "errors";
+    pub const WIDTH_NS: &str = "width_ns";
 }
 
 fn schema() -> SchemaRef {
@@ -80,6 +81,7 @@ fn schema() -> SchemaRef {
         Field::new(DURATION_BUCKET, DataType::UInt16, false),
         Field::new(COUNT, DataType::UInt64, false),
         Field::new(ERRORS, DataType::UInt64, false),
+        Field::new(WIDTH_NS, DataType::Int64, false),
     ]))
 }
 
@@ -123,6 +125,7 @@ impl Select {
     /// Whether a row group whose `kind` and `service` lie in these ranges may
     /// hold a wanted row (ranges unknown: it may).
     fn may_hold(&self, kinds: Option<(&str, &str)>, services: Option<(&str, &str)>) -> bool {
+        // Both are sorted by the writer, so a row group holds a narrow range.
         let kinds_hold =
             |wanted: &dyn Fn(&str, &str) -> bool| kinds.is_none_or(|(min, max)| wanted(min, max));
         match self {
@@ -140,8 +143,10 @@ impl Select {
 /// What the rollups answer of a range, and what is left for raw spans.
 pub(crate) struct Coverage {
     batches: Vec<RecordBatch>,
-    /// Starts of the ten-minute buckets served by rollups, sorted.
+    /// Starts of the ten-minute buckets served by ten-minute rows, sorted.
     covered: Vec<i64>,
+    /// Starts of the hours served whole by hour rows, sorted.
+    covered_hours: Vec<i64>,
     /// Inclusive ranges still to be read from spans.
     pub raw: Vec<(i64, i64)>,
 }
@@ -150,8 +155,17 @@ impl Coverage {
     /// Calls `visit` for each rollup row of a covered bucket.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(RollupRow<'_>)) {
         for batch in &self.batches {
-            let [starts, kinds, services, names, buckets, counts, errors] =
-                std::array::from_fn(|i| batch.column(i));
+            let [
+                starts,
+                kinds,
+                services,
+                names,
+                buckets,
+                counts,
+                errors,
+                widths,
+            ] = std::array::from_fn(|i| batch.column(i));
+            let widths = widths.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let starts = starts.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let (kinds, services, names) = (
                 kinds.as_string::<i32>(),
@@ -165,7 +179,12 @@ impl Coverage {
             );
             for row in 0..batch.num_rows() {
                 let bucket_start = starts.value(row);
-                if self.covered.binary_search(&bucket_start).is_err() {
+                let covered = if widths.value(row) == HOUR_NS {
+                    &self.covered_hours
+                } else {
+                    &self.covered
+                };
+                if covered.binary_search(&bucket_start).is_err() {
                     continue;
                 }
                 visit(RollupRow {
@@ -180,6 +199,14 @@ impl Coverage {
             }
         }
     }
+}
+
+/// The smallest and largest number of a column in a row group, from its statistics.
+fn int_range(group: &RowGroupMetaData, column: usize) -> Option<(i64, i64)> {
+    let Some(Statistics::Int64(stats)) = group.column(column).statistics() else {
+        return None;
+    };
+    Some((*stats.min_opt()?, *stats.max_opt()?))
 }
 
 /// The smallest and largest text of a column in a row group, from its statistics.
@@ -375,28 +402,34 @@ impl QueryEngine {
             slot.0 += 1;
             slot.1 += u64::from(call.error);
         }
+        // The same counts per whole hour: a range of whole hours reads these,
+        // a sixth as many rows or fewer.
+        let mut hour_rows: BTreeMap<Key, (u64, u64)> = BTreeMap::new();
+        for ((kind, service, name, _, bucket), (count, errors)) in &rows {
+            let slot = hour_rows
+                .entry((kind.clone(), service.clone(), name.clone(), hour, *bucket))
+                .or_default();
+            slot.0 += count;
+            slot.1 += errors;
+        }
+        // Ten-minute rows first, then hour rows: each set sorted as above.
+        let widths: Vec<i64> = std::iter::repeat_n(ROLLUP_STEP_NS, rows.len())
+            .chain(std::iter::repeat_n(HOUR_NS, hour_rows.len()))
+            .collect();
+        let rows: Vec<(Key, (u64, u64))> = rows.into_iter().chain(hour_rows).collect();
+        let keys = || rows.iter().map(|(k, _)| k);
+        let values = || rows.iter().map(|(_, v)| v);
         let batch = RecordBatch::try_new(
             schema(),
             vec![
-                Arc::new(rows.keys().map(|k| k.3).collect::<Int64Array>()),
-                Arc::new(
-                    rows.keys()
-                        .map(|k| Some(k.0.as_str()))
-                        .collect::<StringArray>(),
-                ),
-                Arc::new(
-                    rows.keys()
-                        .map(|k| Some(k.1.as_str()))
-                        .collect::<StringArray>(),
-                ),
-                Arc::new(
-                    rows.keys()
-                        .map(|k| Some(k.2.as_str()))
-                        .collect::<StringArray>(),
-                ),
-                Arc::new(rows.keys().map(|k| k.4).collect::<UInt16Array>()),
-                Arc::new(rows.values().map(|v| v.0).collect::<UInt64Array>()),
-                Arc::new(rows.values().map(|v| v.1).collect::<UInt64Array>()),
+                Arc::new(keys().map(|k| k.3).collect::<Int64Array>()),
+                Arc::new(keys().map(|k| Some(k.0.as_str())).collect::<StringArray>()),
+                Arc::new(keys().map(|k| Some(k.1.as_str())).collect::<StringArray>()),
+                Arc::new(keys().map(|k| Some(k.2.as_str())).collect::<StringArray>()),
+                Arc::new(keys().map(|k| k.4).collect::<UInt16Array>()),
+                Arc::new(values().map(|v| v.0).collect::<UInt64Array>()),
+                Arc::new(values().map(|v| v.1).collect::<UInt64Array>()),
+                Arc::new(Int64Array::from(widths)),
             ],
         )?;
         Ok(batch)
@@ -404,8 +437,10 @@ impl QueryEngine {
 
     async fn write_rollup(&self, path: &str, batch: RecordBatch) -> Result<(), QueryError> {
         let bytes = tokio::task::spawn_blocking(move || {
+            // Not compressed: dictionaries and run lengths already make the file
+            // small, and a zstd context per page cost more than reading it.
             let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                .set_compression(Compression::UNCOMPRESSED)
                 .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
                 .build();
             let mut out = Vec::new();
@@ -424,10 +459,12 @@ impl QueryEngine {
         Ok(())
     }
 
+    /// The rows of one rollup that `select` wants, of width `width_ns`.
     async fn read_rollup(
         &self,
         path: &str,
         select: Select,
+        width_ns: i64,
     ) -> Result<Vec<RecordBatch>, QueryError> {
         let bytes = self
             .objects()
@@ -445,8 +482,10 @@ impl QueryEngine {
                 .iter()
                 .enumerate()
                 .filter(|(_, group)| {
-                    group.num_columns() > 2
+                    group.num_columns() > 7
                         && select.may_hold(text_range(group, 1), text_range(group, 2))
+                        && int_range(group, 7)
+                            .is_none_or(|(min, max)| min <= width_ns && width_ns <= max)
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -470,9 +509,9 @@ impl QueryEngine {
         Ok(batches)
     }
 
-    /// Which of `[start_ns, end_ns]` the rollups can answer. With `series`
-    /// (origin, step) a ten-minute bucket is used only if it falls inside one
-    /// step. `None` when no rollup applies: the caller reads raw spans only.
+    /// Which of `[start_ns, end_ns]` the rollups can answer: whole hours from
+    /// hour rows, whole ten minutes of other hours from ten-minute rows. With
+    /// `series` (origin, step) a row is used only if it falls inside one step. `None` when no rollup applies: the caller reads raw spans only.
     pub(crate) async fn coverage(
         &self,
         start_ns: i64,
@@ -490,37 +529,54 @@ impl QueryEngine {
             return Ok(None);
         }
         let files = self.span_files().await?;
-        let mut covered = Vec::new();
+        let (mut covered, mut covered_hours) = (Vec::new(), Vec::new());
         let mut batches = Vec::new();
+        let in_one_step = |from: i64, to: i64| {
+            series.is_none_or(|(origin, step)| {
+                (from - origin).div_euclid(step) == (to - origin).div_euclid(step)
+            })
+        };
         let first_hour = start_ns - start_ns.rem_euclid(HOUR_NS);
         for (&hour, _) in files.hours.range(first_hour..=end_ns) {
             let Some(path) = files.rollup_path(hour).filter(|p| rollups.contains(p)) else {
                 continue;
             };
+            let last = hour + HOUR_NS - 1;
+            if hour >= start_ns && last <= end_ns && in_one_step(hour, last) {
+                covered_hours.push(hour);
+                batches.extend(self.read_rollup(&path, select.clone(), HOUR_NS).await?);
+                continue;
+            }
             let before = covered.len();
             for bucket in (hour..hour + HOUR_NS).step_by(ROLLUP_STEP_NS as usize) {
                 let last = bucket + ROLLUP_STEP_NS - 1;
-                let in_one_step = series.is_none_or(|(origin, step)| {
-                    (bucket - origin).div_euclid(step) == (last - origin).div_euclid(step)
-                });
-                if bucket >= start_ns && last <= end_ns && in_one_step {
+                if bucket >= start_ns && last <= end_ns && in_one_step(bucket, last) {
                     covered.push(bucket);
                 }
             }
             if covered.len() > before {
-                batches.extend(self.read_rollup(&path, select.clone()).await?);
+                batches.extend(
+                    self.read_rollup(&path, select.clone(), ROLLUP_STEP_NS)
+                        .await?,
+                );
             }
         }
-        if covered.is_empty() {
+        if covered.is_empty() && covered_hours.is_empty() {
             return Ok(None);
         }
+        let mut spans: Vec<(i64, i64)> = covered
+            .iter()
+            .map(|&b| (b, ROLLUP_STEP_NS))
+            .chain(covered_hours.iter().map(|&h| (h, HOUR_NS)))
+            .collect();
+        spans.sort_unstable();
         let mut raw = Vec::new();
         let mut from = start_ns;
-        for &bucket in &covered {
-            if bucket > from {
-                raw.push((from, bucket - 1));
+        for &(covered_start, width) in &spans {
+            if covered_start > from {
+                raw.push((from, covered_start - 1));
             }
-            from = bucket + ROLLUP_STEP_NS;
+            from = covered_start + width;
         }
         if from <= end_ns {
             raw.push((from, end_ns));
@@ -536,6 +592,7 @@ impl QueryEngine {
         Ok(Some(Coverage {
             batches,
             covered,
+            covered_hours,
             raw,
         }))
     }

@@ -8,8 +8,6 @@
 //! bucket edges that fall on the 1-2-5 histogram bounds, so a histogram built
 //! from these buckets is exact).
 
-use std::collections::BTreeMap;
-
 use crate::stats::{LatencySummary, histogram_bounds, percentile};
 
 /// Buckets per 1-2-5 step.
@@ -73,7 +71,9 @@ pub(crate) fn histogram_bin_of(bucket: u16, bins: usize) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Samples {
     exact: Vec<i64>,
-    buckets: BTreeMap<u16, u64>,
+    /// (bucket, count), sorted by bucket: rollup rows arrive in that order,
+    /// so adding one is almost always a push.
+    buckets: Vec<(u16, u64)>,
     rolled_up: u64,
     errors: u64,
 }
@@ -85,16 +85,23 @@ impl Samples {
     }
 
     pub(crate) fn add_rollup(&mut self, bucket: u16, count: u64, errors: u64) {
-        *self.buckets.entry(bucket).or_default() += count;
+        match self.buckets.last_mut() {
+            Some(last) if last.0 == bucket => last.1 += count,
+            Some(last) if last.0 > bucket => {
+                match self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
+                    Ok(i) => self.buckets[i].1 += count,
+                    Err(i) => self.buckets.insert(i, (bucket, count)),
+                }
+            }
+            _ => self.buckets.push((bucket, count)),
+        }
         self.rolled_up += count;
         self.errors += errors;
     }
 
     pub(crate) fn merge(&mut self, other: &Samples) {
         self.exact.extend_from_slice(&other.exact);
-        for (&bucket, &n) in &other.buckets {
-            *self.buckets.entry(bucket).or_default() += n;
-        }
+        self.buckets = merge_sorted(&self.buckets, &other.buckets);
         self.rolled_up += other.rolled_up;
         self.errors += other.errors;
     }
@@ -111,9 +118,10 @@ impl Samples {
             self.exact.sort_unstable();
             [0.5, 0.95, 0.99].map(|p| percentile(&self.exact, p))
         } else {
-            for duration in std::mem::take(&mut self.exact) {
-                *self.buckets.entry(bucket_of(duration)).or_default() += 1;
-            }
+            let mut exact: Vec<(u16, u64)> =
+                self.exact.iter().map(|&d| (bucket_of(d), 1)).collect();
+            exact.sort_unstable();
+            self.buckets = merge_sorted(&self.buckets, &exact);
             [0.5, 0.95, 0.99].map(|p| self.bucket_percentile(p, count))
         };
         LatencySummary {
@@ -135,7 +143,7 @@ impl Samples {
         let (lower, upper) = (rank.floor() as u64, rank.ceil() as u64);
         let (mut a, mut b) = (None, None);
         let mut seen = 0;
-        for (&bucket, &n) in &self.buckets {
+        for &(bucket, n) in &self.buckets {
             seen += n;
             if a.is_none() && lower < seen {
                 a = Some(bucket_value(bucket));
@@ -158,11 +166,32 @@ impl Samples {
             counts[bounds.partition_point(|&bound| bound <= duration)] += 1;
         }
         let bins = counts.len();
-        for (&bucket, &n) in &self.buckets {
+        for &(bucket, n) in &self.buckets {
             counts[histogram_bin_of(bucket, bins)] += n;
         }
         counts
     }
+}
+
+/// Two sorted (bucket, count) lists as one, counts of equal buckets added.
+fn merge_sorted(a: &[(u16, u64)], b: &[(u16, u64)]) -> Vec<(u16, u64)> {
+    let mut merged: Vec<(u16, u64)> = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 <= y.0 => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => break,
+        };
+        if let Some(&(bucket, n)) = next {
+            match merged.last_mut() {
+                Some(last) if last.0 == bucket => last.1 += n,
+                _ => merged.push((bucket, n)),
+            }
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
