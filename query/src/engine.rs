@@ -102,6 +102,7 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     /// The store itself, for the files this crate reads and writes directly (rollups).
     objects: Arc<dyn ObjectStore>,
+    catalog: crate::catalog::Catalog,
     store_lock: Option<Arc<RwLock<()>>>,
     limits: QueryLimits,
 }
@@ -125,9 +126,14 @@ impl QueryEngine {
         Ok(Self {
             runtime,
             objects,
+            catalog: crate::catalog::Catalog::default(),
             store_lock,
             limits,
         })
+    }
+
+    pub(crate) fn catalog_cache(&self) -> &crate::catalog::Catalog {
+        &self.catalog
     }
 
     pub(crate) fn objects(&self) -> &Arc<dyn ObjectStore> {

@@ -10,6 +10,7 @@
 //! hours where they exist), metric series (`metrics`).
 
 mod assembly;
+mod catalog;
 mod engine;
 mod insights;
 mod json;

@@ -234,7 +234,7 @@ fn hour_text(hour_ns: i64) -> String {
 
 /// The span files of each hour, by the hour's start.
 #[derive(Default)]
-struct HourFiles {
+pub(crate) struct HourFiles {
     hours: BTreeMap<i64, Vec<ObjectMeta>>,
 }
 
@@ -250,15 +250,26 @@ impl HourFiles {
         })
     }
 
-    /// Where the rollup of `hour` built from its present files lives.
-    fn rollup_path(&self, hour: i64) -> Option<String> {
+    /// A fingerprint of the hour's files (names and sizes): it changes
+    /// whenever a file is added, merged away or replaced.
+    pub(crate) fn fingerprint(&self, hour: i64) -> Option<u64> {
         let files = self.hours.get(&hour)?;
         let mut names: Vec<String> = files
             .iter()
             .map(|f| format!("{}:{}", f.location, f.size))
             .collect();
         names.sort_unstable();
-        let print = fingerprint(&format!("{FORMAT};{}", names.join(",")));
+        Some(fingerprint(&format!("{FORMAT};{}", names.join(","))))
+    }
+
+    /// The hours that have files, by start.
+    pub(crate) fn hours(&self) -> impl Iterator<Item = i64> + '_ {
+        self.hours.keys().copied()
+    }
+
+    /// Where the rollup of `hour` built from its present files lives.
+    fn rollup_path(&self, hour: i64) -> Option<String> {
+        let print = self.fingerprint(hour)?;
         Some(format!(
             "{ROLLUPS_DIR}/{}-{print:016x}{}",
             hour_text(hour),
@@ -289,7 +300,7 @@ impl QueryEngine {
             .collect())
     }
 
-    async fn span_files(&self) -> Result<HourFiles, QueryError> {
+    pub(crate) async fn span_files(&self) -> Result<HourFiles, QueryError> {
         let mut files = HourFiles::default();
         for file in self.list(layout::SPANS_DIR).await? {
             if let Some(hour) =

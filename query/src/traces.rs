@@ -150,22 +150,13 @@ impl QueryEngine {
 
     /// Every service name in the store, sorted.
     pub async fn services(&self) -> Result<Vec<String>, QueryError> {
-        let frame = self
-            .spans_table()
+        let services: std::collections::BTreeSet<String> = self
+            .catalog()
             .await?
-            .aggregate(vec![col(s::SERVICE_NAME)], vec![])?
-            .sort(vec![col(s::SERVICE_NAME).sort(true, false)])?;
-        let batches = self.collect(frame).await?;
-        Ok(batches
-            .iter()
-            .flat_map(|b| {
-                string_column(b, 0)
-                    .iter()
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect())
+            .into_iter()
+            .map(|(service, _, _)| service)
+            .collect();
+        Ok(services.into_iter().collect())
     }
 
     /// The span names and kinds of `service`, sorted by name.
@@ -174,30 +165,16 @@ impl QueryEngine {
         service: &str,
         span_kind: Option<&str>,
     ) -> Result<Vec<Operation>, QueryError> {
-        let mut filter = col(s::SERVICE_NAME).eq(lit(service));
-        if let Some(kind) = span_kind.filter(|k| !k.is_empty()) {
-            filter = filter.and(col(s::KIND).eq(lit(kind.to_ascii_uppercase())));
-        }
-        let frame = self
-            .spans_table()
+        let kind = span_kind
+            .filter(|k| !k.is_empty())
+            .map(str::to_ascii_uppercase);
+        Ok(self
+            .catalog()
             .await?
-            .filter(filter)?
-            .aggregate(vec![col(s::NAME), col(s::KIND)], vec![])?
-            .sort(vec![
-                col(s::NAME).sort(true, false),
-                col(s::KIND).sort(true, false),
-            ])?;
-        let mut operations = Vec::new();
-        for batch in self.collect(frame).await? {
-            let (names, kinds) = (string_column(&batch, 0), string_column(&batch, 1));
-            for i in 0..batch.num_rows() {
-                operations.push(Operation {
-                    name: names.value(i).to_owned(),
-                    span_kind: kinds.value(i).to_owned(),
-                });
-            }
-        }
-        Ok(operations)
+            .into_iter()
+            .filter(|(s, _, k)| s == service && kind.as_ref().is_none_or(|wanted| wanted == k))
+            .map(|(_, name, span_kind)| Operation { name, span_kind })
+            .collect())
     }
 
     /// The spans of one trace (`trace_id` in 32 lowercase hex), by start time.

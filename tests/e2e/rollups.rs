@@ -215,12 +215,25 @@ async fn closed_hours_come_from_rollups_that_agree_with_the_spans() -> TestResul
 
     // A span of the closed hour arriving late counts at once: the hour's
     // files no longer match its rollup, so it is read raw until rebuilt.
+    let services = |body: Value| -> Vec<Value> { body.as_array().cloned().unwrap_or_default() };
+    let before = services(data(&weft, "/api/services").await?);
+    assert_eq!(before, ["frontend", "stock"]);
+    let mut late = traces(hour, now, 500..=500);
+    let mut audit = Service::new("audit", &[]);
+    audit.add(
+        hour + 90 * SECOND,
+        spec(501, 1, None, SERVER, "POST /audit", (0, 5), &[]),
+    );
+    late.resource_spans.push(audit.into_resource_spans());
     TraceServiceClient::connect(weft.grpc_endpoint())
         .await?
-        .export(traces(hour, now, 500..=500))
+        .export(late)
         .await?;
-    weft.wait_for_count("SELECT count(*) FROM spans", 3 * i64::from(TRACES) + 3)
+    weft.wait_for_count("SELECT count(*) FROM spans", 3 * i64::from(TRACES) + 4)
         .await?;
+    // The services list is remembered per hour, and forgotten when the hour changes.
+    let after = services(data(&weft, "/api/services").await?);
+    assert_eq!(after, ["audit", "frontend", "stock"]);
     let services = data(&weft, &format!("/api/red/services?{range}")).await?;
     let stock = row(&services, "service", "stock")?;
     assert_eq!(number(&stock["requests"]), f64::from(TRACES + 1));

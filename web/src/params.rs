@@ -41,10 +41,15 @@ pub fn parse_go_duration(text: &str) -> Option<i64> {
 
 /// A step that gives about 60 buckets, rounded to a length people read easily.
 pub fn readable_step_ns(start_ns: i64, end_ns: i64) -> i64 {
+    readable_step_for(start_ns, end_ns, 60)
+}
+
+/// A step that gives about `buckets` buckets, rounded to a length people read easily.
+pub fn readable_step_for(start_ns: i64, end_ns: i64, buckets: i64) -> i64 {
     const STEPS_S: [i64; 15] = [
         1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 43_200, 86_400,
     ];
-    let wanted = (end_ns - start_ns) / 60;
+    let wanted = (end_ns - start_ns) / buckets.max(1);
     STEPS_S
         .iter()
         .map(|s| s * 1_000_000_000)

@@ -14,6 +14,9 @@ use crate::routes::AppState;
 
 /// Buckets of the charts over any range.
 const BUCKETS: i64 = 60;
+/// A sparkline needs fewer points than a chart: a day's is hourly, which the
+/// hour rollups answer.
+const SPARKLINE_BUCKETS: i64 = 24;
 /// Histograms drawn on a service page: its busiest operations.
 const MAX_HISTOGRAMS: usize = 8;
 
@@ -36,13 +39,13 @@ struct ServicesPage {
     rows: Vec<ServiceRow>,
 }
 
-/// About [`BUCKETS`] time buckets of a length people read easily, starting
+/// About `buckets` time buckets of a length people read easily, starting
 /// at a multiple of it (as Grafana does): the range is widened to the start
 /// of its first bucket, so every bucket is whole and closed hours' buckets
 /// are answered from the rollups.
-fn series_range(range: &Range) -> (Range, i64) {
-    let step = crate::params::readable_step_ns(range.start_ns, range.end_ns)
-        .max((range.end_ns - range.start_ns) / BUCKETS);
+fn series_range(range: &Range, buckets: i64) -> (Range, i64) {
+    let step = crate::params::readable_step_for(range.start_ns, range.end_ns, buckets)
+        .max((range.end_ns - range.start_ns) / buckets);
     let mut aligned = range.clone();
     aligned.start_ns -= range.start_ns.rem_euclid(step);
     (aligned, step)
@@ -66,7 +69,7 @@ pub async fn list(
         .engine
         .red_summary(&filter(&range, None, None))
         .await?;
-    let (series, step) = series_range(&range);
+    let (series, step) = series_range(&range, SPARKLINE_BUCKETS);
     let counts = state
         .engine
         .request_counts(&filter(&series, None, None), step)
@@ -215,7 +218,7 @@ pub async fn page(
             format!("No span of a service named {service:?} is in the store."),
         ));
     }
-    let (series_range, step) = series_range(&range);
+    let (series_range, step) = series_range(&range, BUCKETS);
     let series = state
         .engine
         .red_series(&filter(&series_range, Some(&service), None), step)
