@@ -272,6 +272,43 @@ fn samples_of<'g>(
     Some(operations.get_mut(operation)?.entry(slot).or_default())
 }
 
+/// Adds rollup rows to their groups. Rows come sorted by group, so rows of
+/// the same group in a row are gathered first and looked up once.
+struct RunAdder<'g> {
+    groups: &'g mut RequestSamples,
+    key: (String, String, usize),
+    run: Samples,
+}
+
+impl<'g> RunAdder<'g> {
+    fn new(groups: &'g mut RequestSamples) -> Self {
+        Self {
+            groups,
+            key: (String::new(), String::new(), 0),
+            run: Samples::default(),
+        }
+    }
+
+    fn add(&mut self, group: (&str, &str, usize), bucket: u16, count: u64, errors: u64) {
+        let (a, b, slot) = group;
+        if self.key.2 != slot || self.key.0 != a || self.key.1 != b {
+            self.flush();
+            self.key = (a.to_owned(), b.to_owned(), slot);
+        }
+        self.run.add_rollup(bucket, count, errors);
+    }
+
+    fn flush(&mut self) {
+        if self.run.count() == 0 {
+            return;
+        }
+        let run = std::mem::take(&mut self.run);
+        if let Some(samples) = samples_of(self.groups, &self.key.0, &self.key.1, self.key.2) {
+            samples.merge(&run);
+        }
+    }
+}
+
 impl QueryEngine {
     pub(crate) async fn spans_in(
         &self,
@@ -362,15 +399,21 @@ impl QueryEngine {
         let raw = match &coverage {
             None => vec![(filter.start_ns, filter.end_ns)],
             Some(coverage) => {
+                let mut adder = RunAdder::new(&mut groups);
                 coverage.for_each(|row| {
                     if row.is_request()
                         && wanted(row.service, row.name)
                         && let Some(slot) = slot(row.bucket_start)
-                        && let Some(samples) = samples_of(&mut groups, row.service, row.name, slot)
                     {
-                        samples.add_rollup(row.duration_bucket, row.count, row.errors);
+                        adder.add(
+                            (row.service, row.name, slot),
+                            row.duration_bucket,
+                            row.count,
+                            row.errors,
+                        );
                     }
                 });
+                adder.flush();
                 coverage.raw.clone()
             }
         };
@@ -413,6 +456,7 @@ impl QueryEngine {
         let raw = match &coverage {
             None => vec![(start_ns, end_ns)],
             Some(coverage) => {
+                let mut adder = RunAdder::new(&mut edges);
                 coverage.for_each(|row| {
                     let Some(kind) = row.edge_kind() else {
                         return;
@@ -424,12 +468,14 @@ impl QueryEngine {
                             known.insert(service.to_owned());
                         }
                     }
-                    if let Some(samples) =
-                        samples_of(&mut edges, row.service, row.name, kind.index())
-                    {
-                        samples.add_rollup(row.duration_bucket, row.count, row.errors);
-                    }
+                    adder.add(
+                        (row.service, row.name, kind.index()),
+                        row.duration_bucket,
+                        row.count,
+                        row.errors,
+                    );
                 });
+                adder.flush();
                 coverage.raw.clone()
             }
         };
