@@ -213,44 +213,82 @@ impl QueryEngine {
             .collect())
     }
 
-    /// Traces with a span that matches `search`, newest first.
+    /// Traces with a span that matches `search`, newest first (by their latest
+    /// matching span).
+    ///
+    /// The range is searched from its end backwards, in windows of one hour,
+    /// then two, four…: once `limit` traces are found, a trace whose matching
+    /// spans all lie before the window searched last starts before every one
+    /// found, so the rest of the range need not be read.
     pub async fn search_traces(
         &self,
         search: &TraceSearch,
     ) -> Result<Vec<Vec<SpanData>>, QueryError> {
-        let mut filter = in_range(search.start_ns, search.end_ns);
+        let mut filter: Option<Expr> = None;
+        let mut and = |condition: Expr| {
+            filter = Some(match filter.take() {
+                Some(f) => f.and(condition),
+                None => condition,
+            });
+        };
         if !search.service.is_empty() {
-            filter = filter.and(col(s::SERVICE_NAME).eq(lit(search.service.as_str())));
+            and(col(s::SERVICE_NAME).eq(lit(search.service.as_str())));
         }
         if let Some(operation) = &search.operation {
-            filter = filter.and(col(s::NAME).eq(lit(operation.as_str())));
+            and(col(s::NAME).eq(lit(operation.as_str())));
         }
         if let Some(min) = search.min_duration_ns {
-            filter = filter.and(col(s::DURATION_NS).gt_eq(lit(min)));
+            and(col(s::DURATION_NS).gt_eq(lit(min)));
         }
         if let Some(max_ns) = search.max_duration_ns {
-            filter = filter.and(col(s::DURATION_NS).lt_eq(lit(max_ns)));
+            and(col(s::DURATION_NS).lt_eq(lit(max_ns)));
         }
         for (key, value) in &search.tags {
-            filter = filter.and(tag_filter(key, value));
+            and(tag_filter(key, value));
         }
-        let frame = self
-            .spans_table()
-            .await?
-            .filter(filter)?
-            .aggregate(
-                vec![col(s::TRACE_ID)],
-                vec![max(col(s::START_TIME)).alias("latest")],
-            )?
-            .sort(vec![
-                col("latest").sort(false, false),
-                col(s::TRACE_ID).sort(true, false),
-            ])?
-            .limit(0, Some(search.limit))?;
-        let mut ids = Vec::new();
-        for batch in self.collect(frame).await? {
-            ids.extend(string_column(&batch, 0).iter().flatten().map(str::to_owned));
+        let mut latest: HashMap<String, i64> = HashMap::new();
+        let mut window_end = search.end_ns;
+        let mut width = crate::stats::HOUR_NS;
+        loop {
+            let window_start = window_end.saturating_sub(width - 1).max(search.start_ns);
+            let mut condition = in_range(window_start, window_end);
+            if let Some(f) = &filter {
+                condition = condition.and(f.clone());
+            }
+            let frame = self
+                .spans_table()
+                .await?
+                .filter(condition)?
+                .aggregate(
+                    vec![col(s::TRACE_ID)],
+                    vec![max(col(s::START_TIME)).alias("latest")],
+                )?
+                .sort(vec![
+                    col("latest").sort(false, false),
+                    col(s::TRACE_ID).sort(true, false),
+                ])?
+                .limit(0, Some(search.limit))?;
+            for batch in self.collect(frame).await? {
+                let ids = string_column(&batch, 0);
+                let times = batch.column(1).as_primitive::<TimestampNanosecondType>();
+                for row in 0..batch.num_rows() {
+                    let time = times.value(row);
+                    latest
+                        .entry(ids.value(row).to_owned())
+                        .and_modify(|t| *t = (*t).max(time))
+                        .or_insert(time);
+                }
+            }
+            if latest.len() >= search.limit || window_start <= search.start_ns {
+                break;
+            }
+            window_end = window_start - 1;
+            width = width.saturating_mul(2);
         }
+        let mut found: Vec<(String, i64)> = latest.into_iter().collect();
+        found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        found.truncate(search.limit);
+        let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
         self.traces(&ids).await
     }
 

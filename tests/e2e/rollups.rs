@@ -10,7 +10,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
 
-use crate::insights::{CLIENT, MS, SERVER, Service, ago_ns, export_and_wait, failing, spec};
+use crate::insights::{
+    CLIENT, MS, SERVER, Service, ago_ns, export_and_wait, failing, hex, spec, trace_bytes,
+};
 use crate::query::{data, number};
 use crate::support::{TestResult, Weft};
 
@@ -211,6 +213,29 @@ async fn closed_hours_come_from_rollups_that_agree_with_the_spans() -> TestResul
             wanted as f64,
             "bucket {i} ({bucket})"
         );
+    }
+
+    // A search reads the newest hour first and widens only while it lacks
+    // traces: the limit decides how far back it goes, not the order.
+    let mut newest: Vec<u16> = (1..=TRACES).collect();
+    newest.sort_by_key(|&t| std::cmp::Reverse(trace_start(t, hour, now)));
+    for limit in [5, 125] {
+        let found = data(
+            &weft,
+            &format!("/api/traces?service=stock&lookback=4h&limit={limit}"),
+        )
+        .await?;
+        let ids: Vec<&str> = found
+            .as_array()
+            .ok_or("no traces")?
+            .iter()
+            .filter_map(|t| t["traceID"].as_str())
+            .collect();
+        let expected: Vec<String> = newest[..limit]
+            .iter()
+            .map(|&t| hex(&trace_bytes(t)))
+            .collect();
+        assert_eq!(ids, expected, "limit {limit}");
     }
 
     // A span of the closed hour arriving late counts at once: the hour's
