@@ -1,7 +1,8 @@
-//! What the store holds: every (service, span name, kind), remembered per
-//! hour while the hour's files stay the same, so listing services and
-//! operations reads only the hours that changed (usually the open one)
-//! instead of every span in the store.
+//! What the store holds, remembered per hour while the hour's files stay the
+//! same, so that only the hours that changed (usually the open one) are read
+//! again: every (service, span name, kind), for listing services and
+//! operations without a scan of every span; and, for finished hours, the
+//! trace ids they hold, so fetching a trace reads only the hours it is in.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,102 @@ impl Catalog {
     }
 }
 
+/// Per finished hour: the fingerprint of its files and the first 64 bits of
+/// every trace id in them, sorted (about 8 bytes per trace: 0.4 MB for an
+/// hour of the benchmark store).
+#[derive(Debug, Default)]
+pub(crate) struct TraceIndex {
+    hours: Mutex<HashMap<i64, (u64, Arc<Vec<u64>>)>>,
+}
+
+impl TraceIndex {
+    fn get(&self, hour: i64, print: u64) -> Option<Arc<Vec<u64>>> {
+        let hours = self.hours.lock().ok()?;
+        hours
+            .get(&hour)
+            .filter(|(known, _)| *known == print)
+            .map(|(_, ids)| Arc::clone(ids))
+    }
+
+    fn put(&self, hour: i64, print: u64, ids: Arc<Vec<u64>>) {
+        if let Ok(mut hours) = self.hours.lock() {
+            hours.insert(hour, (print, ids));
+        }
+    }
+
+    fn keep_only(&self, hours: &BTreeSet<i64>) {
+        if let Ok(mut cached) = self.hours.lock() {
+            cached.retain(|hour, _| hours.contains(hour));
+        }
+    }
+}
+
+/// The first 64 bits of a trace id in hex; `None` if it is not hex.
+fn id_prefix(trace_id: &str) -> Option<u64> {
+    u64::from_str_radix(trace_id.get(..16)?, 16).ok()
+}
+
 impl QueryEngine {
+    /// The hours that may hold spans of `trace_ids`: every hour not finished
+    /// (still taking flush files) and every finished hour whose index has one
+    /// of them. `None` when every hour must be read (an id that is not hex).
+    pub(crate) async fn hours_of_traces(
+        &self,
+        trace_ids: &[String],
+    ) -> Result<Option<Vec<i64>>, QueryError> {
+        let Some(mut wanted) = trace_ids
+            .iter()
+            .map(|id| id_prefix(id))
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Ok(None);
+        };
+        wanted.sort_unstable();
+        let files = self.span_files().await?;
+        let hours: BTreeSet<i64> = files.hours().collect();
+        let mut found = Vec::new();
+        for &hour in &hours {
+            let (Some(print), true) = (files.fingerprint(hour), files.is_finished(hour)) else {
+                found.push(hour);
+                continue;
+            };
+            let ids = match self.trace_index().get(hour, print) {
+                Some(ids) => ids,
+                None => {
+                    let ids = Arc::new(self.trace_ids_of(hour).await?);
+                    self.trace_index().put(hour, print, Arc::clone(&ids));
+                    ids
+                }
+            };
+            if wanted.iter().any(|id| ids.binary_search(id).is_ok()) {
+                found.push(hour);
+            }
+        }
+        self.trace_index().keep_only(&hours);
+        Ok(Some(found))
+    }
+
+    async fn trace_ids_of(&self, hour: i64) -> Result<Vec<u64>, QueryError> {
+        let frame = self
+            .spans_in(hour, hour + HOUR_NS - 1)
+            .await?
+            .select(vec![col(s::TRACE_ID)])?;
+        let mut ids = Vec::new();
+        for batch in self.collect(frame).await? {
+            ids.extend(
+                batch
+                    .column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .filter_map(id_prefix),
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Every (service, span name, kind) in the store.
     pub(crate) async fn catalog(&self) -> Result<BTreeSet<Entry>, QueryError> {
         let files = self.span_files().await?;

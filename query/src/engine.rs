@@ -103,6 +103,7 @@ pub struct QueryEngine {
     /// The store itself, for the files this crate reads and writes directly (rollups).
     objects: Arc<dyn ObjectStore>,
     catalog: crate::catalog::Catalog,
+    trace_index: crate::catalog::TraceIndex,
     store_lock: Option<Arc<RwLock<()>>>,
     limits: QueryLimits,
 }
@@ -127,6 +128,7 @@ impl QueryEngine {
             runtime,
             objects,
             catalog: crate::catalog::Catalog::default(),
+            trace_index: crate::catalog::TraceIndex::default(),
             store_lock,
             limits,
         })
@@ -134,6 +136,10 @@ impl QueryEngine {
 
     pub(crate) fn catalog_cache(&self) -> &crate::catalog::Catalog {
         &self.catalog
+    }
+
+    pub(crate) fn trace_index(&self) -> &crate::catalog::TraceIndex {
+        &self.trace_index
     }
 
     pub(crate) fn objects(&self) -> &Arc<dyn ObjectStore> {

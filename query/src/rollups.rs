@@ -239,7 +239,8 @@ pub(crate) struct HourFiles {
 }
 
 impl HourFiles {
-    fn is_finished(&self, hour: i64) -> bool {
+    /// Whether compaction is done with the hour: it has no flush file.
+    pub(crate) fn is_finished(&self, hour: i64) -> bool {
         self.hours.get(&hour).is_some_and(|files| {
             files.iter().all(|f| {
                 f.location
