@@ -17,24 +17,34 @@ use crate::stats::HOUR_NS;
 /// (service, span name, kind)
 pub(crate) type Entry = (String, String, String);
 
-/// Per hour: the fingerprint of its files and what they hold.
-#[derive(Debug, Default)]
-pub(crate) struct Catalog {
-    hours: Mutex<HashMap<i64, (u64, Arc<BTreeSet<Entry>>)>>,
+/// Something derived from one hour's files, remembered per hour with the
+/// fingerprint of the files it was derived from.
+#[derive(Debug)]
+pub(crate) struct PerHour<T> {
+    hours: Mutex<HashMap<i64, (u64, Arc<T>)>>,
 }
 
-impl Catalog {
-    fn get(&self, hour: i64, print: u64) -> Option<Arc<BTreeSet<Entry>>> {
+impl<T> Default for PerHour<T> {
+    fn default() -> Self {
+        Self {
+            hours: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> PerHour<T> {
+    /// What was derived from the hour's files, if they are still `print`.
+    fn get(&self, hour: i64, print: u64) -> Option<Arc<T>> {
         let hours = self.hours.lock().ok()?;
         hours
             .get(&hour)
             .filter(|(known, _)| *known == print)
-            .map(|(_, entries)| Arc::clone(entries))
+            .map(|(_, value)| Arc::clone(value))
     }
 
-    fn put(&self, hour: i64, print: u64, entries: Arc<BTreeSet<Entry>>) {
+    fn put(&self, hour: i64, print: u64, value: Arc<T>) {
         if let Ok(mut hours) = self.hours.lock() {
-            hours.insert(hour, (print, entries));
+            hours.insert(hour, (print, value));
         }
     }
 
@@ -46,35 +56,12 @@ impl Catalog {
     }
 }
 
-/// Per finished hour: the fingerprint of its files and the first 64 bits of
-/// every trace id in them, sorted (about 8 bytes per trace: 0.4 MB for an
-/// hour of the benchmark store).
-#[derive(Debug, Default)]
-pub(crate) struct TraceIndex {
-    hours: Mutex<HashMap<i64, (u64, Arc<Vec<u64>>)>>,
-}
+/// Per hour: every (service, span name, kind) in its files.
+pub(crate) type Catalog = PerHour<BTreeSet<Entry>>;
 
-impl TraceIndex {
-    fn get(&self, hour: i64, print: u64) -> Option<Arc<Vec<u64>>> {
-        let hours = self.hours.lock().ok()?;
-        hours
-            .get(&hour)
-            .filter(|(known, _)| *known == print)
-            .map(|(_, ids)| Arc::clone(ids))
-    }
-
-    fn put(&self, hour: i64, print: u64, ids: Arc<Vec<u64>>) {
-        if let Ok(mut hours) = self.hours.lock() {
-            hours.insert(hour, (print, ids));
-        }
-    }
-
-    fn keep_only(&self, hours: &BTreeSet<i64>) {
-        if let Ok(mut cached) = self.hours.lock() {
-            cached.retain(|hour, _| hours.contains(hour));
-        }
-    }
-}
+/// Per finished hour: the first 64 bits of every trace id in its files,
+/// sorted (about 8 bytes per trace: 0.4 MB for an hour of the benchmark store).
+pub(crate) type TraceIndex = PerHour<Vec<u64>>;
 
 /// The first 64 bits of a trace id in hex; `None` if it is not hex.
 fn id_prefix(trace_id: &str) -> Option<u64> {
