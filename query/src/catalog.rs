@@ -42,6 +42,22 @@ impl<T> PerHour<T> {
             .map(|(_, value)| Arc::clone(value))
     }
 
+    /// What was derived from the hour's files, deriving it (and remembering
+    /// it) if the files changed; `derive` is only awaited then.
+    async fn get_or_derive(
+        &self,
+        hour: i64,
+        print: u64,
+        derive: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<Arc<T>, QueryError> {
+        if let Some(value) = self.get(hour, print) {
+            return Ok(value);
+        }
+        let value = Arc::new(derive.await?);
+        self.put(hour, print, Arc::clone(&value));
+        Ok(value)
+    }
+
     fn put(&self, hour: i64, print: u64, value: Arc<T>) {
         if let Ok(mut hours) = self.hours.lock() {
             hours.insert(hour, (print, value));
@@ -92,14 +108,10 @@ impl QueryEngine {
                 found.push(hour);
                 continue;
             };
-            let ids = match self.trace_index().get(hour, print) {
-                Some(ids) => ids,
-                None => {
-                    let ids = Arc::new(self.trace_ids_of(hour).await?);
-                    self.trace_index().put(hour, print, Arc::clone(&ids));
-                    ids
-                }
-            };
+            let ids = self
+                .trace_index()
+                .get_or_derive(hour, print, self.trace_ids_of(hour))
+                .await?;
             if wanted.iter().any(|id| ids.binary_search(id).is_ok()) {
                 found.push(hour);
             }
@@ -138,14 +150,10 @@ impl QueryEngine {
             let Some(print) = files.fingerprint(hour) else {
                 continue;
             };
-            let entries = match self.catalog_cache().get(hour, print) {
-                Some(entries) => entries,
-                None => {
-                    let entries = Arc::new(self.catalog_of(hour).await?);
-                    self.catalog_cache().put(hour, print, Arc::clone(&entries));
-                    entries
-                }
-            };
+            let entries = self
+                .catalog_cache()
+                .get_or_derive(hour, print, self.catalog_of(hour))
+                .await?;
             all.extend(entries.iter().cloned());
         }
         self.catalog_cache().keep_only(&hours);
