@@ -97,6 +97,11 @@ impl Default for QueryLimits {
     }
 }
 
+fn parquet_listing() -> ListingOptions {
+    ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(weft_schema::layout::PARQUET_SUFFIX)
+}
+
 /// Builds sessions over the store and runs SQL in them.
 pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
@@ -176,14 +181,38 @@ impl QueryEngine {
             ),
         ] {
             let url = ListingTableUrl::parse(format!("{STORE_URL}{dir}/"))?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(weft_schema::layout::PARQUET_SUFFIX);
             let config = ListingTableConfig::new(url)
-                .with_listing_options(options)
+                .with_listing_options(parquet_listing())
                 .with_schema(schema);
             ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(ctx)
+    }
+
+    /// The spans of the given hours (starts of UTC hours) only: their hour
+    /// directories alone are listed, so no other file is opened, and
+    /// DataFusion spreads those files' bytes over all its partitions (over the
+    /// whole store, an hour's file falls to one partition and one core).
+    pub(crate) async fn spans_of_hours(
+        &self,
+        hours: impl IntoIterator<Item = i64>,
+    ) -> Result<DataFrame, QueryError> {
+        let ctx = self.session()?;
+        let urls = hours
+            .into_iter()
+            .map(|hour| {
+                let dir = weft_schema::layout::hour_dir(weft_schema::layout::SPANS_DIR, hour);
+                ListingTableUrl::parse(format!("{STORE_URL}{dir}/"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            // No hour: an empty frame of the table's shape.
+            return Ok(ctx.table("spans").await?.limit(0, Some(0))?);
+        }
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(parquet_listing())
+            .with_schema(weft_schema::spans::schema());
+        Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
     }
 
     /// Runs one read-only query within the time and row limits.
@@ -220,6 +249,55 @@ impl QueryEngine {
             .await
             .map_err(|_| QueryError::Timeout(self.limits.timeout))?
             .map_err(QueryError::from)
+    }
+
+    /// Folds each partition's batches into its own `T` as they are read, one
+    /// task per partition: reading and the caller's work on the rows then share
+    /// every core, and no partition's batches are all held at once. The parts
+    /// come back in partition order.
+    pub(crate) async fn fold_partitions<T, F>(
+        &self,
+        frame: DataFrame,
+        fold: F,
+    ) -> Result<Vec<T>, QueryError>
+    where
+        T: Default + Send + 'static,
+        F: Fn(&mut T, &RecordBatch) + Send + Sync + 'static,
+    {
+        let _reading = match &self.store_lock {
+            Some(lock) => Some(lock.read().await),
+            None => None,
+        };
+        let fold = Arc::new(fold);
+        // Dropping the set (on a timeout) aborts the tasks.
+        let mut tasks = tokio::task::JoinSet::new();
+        let work = async {
+            for (index, mut stream) in frame
+                .execute_stream_partitioned()
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                let fold = Arc::clone(&fold);
+                tasks.spawn(async move {
+                    let mut part = T::default();
+                    while let Some(batch) = stream.next().await {
+                        fold(&mut part, &batch?);
+                    }
+                    Ok::<_, DataFusionError>((index, part))
+                });
+            }
+            let mut parts = Vec::with_capacity(tasks.len());
+            while let Some(joined) = tasks.join_next().await {
+                let part = joined.map_err(|e| DataFusionError::External(Box::new(e)))??;
+                parts.push(part);
+            }
+            parts.sort_by_key(|(index, _)| *index);
+            Ok::<_, QueryError>(parts.into_iter().map(|(_, part)| part).collect())
+        };
+        tokio::time::timeout(self.limits.timeout, work)
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
     }
 
     async fn run(&self, sql: &str) -> Result<SqlResult, QueryError> {

@@ -12,11 +12,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, MapArray, StringArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_nested::expr_fn::cardinality;
-use datafusion::prelude::{Expr, cast, col, lit};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, MapArray, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampNanosecondType};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{Expr, cast, col};
 use serde::Serialize;
 use weft_schema::spans as s;
 
@@ -366,6 +367,36 @@ impl Span {
     fn end_ns(&self) -> i64 {
         self.start_ns + self.duration_ns
     }
+    /// Swaps each text for its `canonical` copy (by address), where it has one.
+    fn reintern(&mut self, canonical: &FastMap<usize, Text>) {
+        let swap = |text: &mut Text| {
+            if let Some(copy) = canonical.get(&address(text)) {
+                *text = Arc::clone(copy);
+            }
+        };
+        swap(&mut self.name);
+        swap(&mut self.service);
+        [
+            &mut self.version,
+            &mut self.instance,
+            &mut self.method,
+            &mut self.route,
+            &mut self.url_template,
+            &mut self.url_scheme,
+            &mut self.rpc_system,
+            &mut self.rpc_method,
+            &mut self.messaging_system,
+            &mut self.destination,
+            &mut self.peer,
+            &mut self.tx_name,
+            &mut self.tx_outcome,
+            &mut self.tx_failed_step,
+            &mut self.tx_step,
+        ]
+        .into_iter()
+        .flatten()
+        .for_each(swap);
+    }
     fn is_outgoing(&self) -> bool {
         matches!(self.kind, Kind::Client | Kind::Producer)
     }
@@ -609,14 +640,13 @@ impl QueryEngine {
     /// Every view over `[start_ns, end_ns]`.
     pub async fn insights(&self, start_ns: i64, end_ns: i64) -> Result<Insights, QueryError> {
         let started = std::time::Instant::now();
-        // Two scans of the same files, side by side.
-        let (spans, events) = futures::try_join!(
-            self.insight_spans(start_ns, end_ns),
-            self.breaker_events(start_ns, end_ns)
-        )?;
+        let (spans, events) = self.scan(start_ns, end_ns).await?;
         let read = started.elapsed();
         let count = spans.len();
-        let insights = compute(spans, events, start_ns, end_ns);
+        let insights =
+            tokio::task::spawn_blocking(move || compute(spans, events, start_ns, end_ns))
+                .await
+                .map_err(|e| QueryError::Engine(DataFusionError::External(Box::new(e))))?;
         tracing::debug!(
             spans = count,
             read_ms = read.as_millis() as u64,
@@ -626,141 +656,176 @@ impl QueryEngine {
         Ok(insights)
     }
 
-    async fn insight_spans(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Span>, QueryError> {
-        let mut columns: Vec<Expr> = COLUMNS
-            .iter()
-            .map(|column| cast(col(*column), DataType::Utf8))
-            .collect();
-        columns.push(col(s::ATTRIBUTES));
-        columns.push(cast(col(s::START_TIME), DataType::Int64).alias("start_ns"));
-        columns.push(cast(col(s::DURATION_NS), DataType::Int64).alias("duration_ns"));
-        columns.push(col(s::LINKS));
-        let frame = self.spans_in(start_ns, end_ns).await?.select(columns)?;
-        let mut interner = Interner::default();
-        let mut spans = Vec::new();
-        for batch in self.collect(frame).await? {
-            let texts = COLUMNS.len();
-            let attributes = batch.column(texts).as_map_opt().cloned();
-            let texts = texts + 1;
-            let entries = attributes.as_ref().and_then(|map| {
-                Some((
-                    map.keys().as_string_opt::<i32>()?.clone(),
-                    map.values().as_string_opt::<i32>()?.clone(),
-                ))
-            });
-            let row_data = Row {
-                texts: (0..texts)
-                    .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
-                    .collect(),
-            };
-            let starts = batch.column(texts).as_primitive_opt::<Int64Type>().cloned();
-            let durations = batch
-                .column(texts + 1)
-                .as_primitive_opt::<Int64Type>()
-                .cloned();
-            let links = batch.column(texts + 2).as_list_opt::<i32>().cloned();
-            for row in 0..batch.num_rows() {
-                let r = &row_data;
-                let found = match (&attributes, &entries) {
-                    (Some(map), Some((keys, values))) => wanted_attributes(map, keys, values, row),
-                    _ => [None; ATTRIBUTES.len()],
-                };
-                // INTERNAL spans matter only as parts of a transaction.
-                let internal = !matches!(
-                    r.get(at::KIND, row),
-                    Some("SERVER" | "CLIENT" | "PRODUCER" | "CONSUMER")
-                );
-                let in_transaction = found[attr::TX_COMPENSATION].is_some()
-                    || found[attr::TX_OUTCOME].is_some()
-                    || found[attr::TX_STEP].is_some();
-                if internal && !in_transaction {
-                    continue;
-                }
-                let Some(span) = read_span(r, &found, row, &mut interner) else {
-                    continue;
-                };
-                // Most spans have no links: look at the offsets before slicing.
-                let links = links
-                    .as_ref()
-                    .filter(|l| l.is_valid(row) && l.value_length(row) > 0)
-                    .map(|l| link_keys(&l.value(row)))
-                    .unwrap_or_default();
-                spans.push(Span {
-                    start_ns: starts.as_ref().map_or(0, |a| a.value(row)),
-                    duration_ns: durations.as_ref().map_or(0, |a| a.value(row)),
-                    links,
-                    ..span
-                });
-            }
-        }
-        Ok(spans)
-    }
-
-    /// `circuit_breaker.state_change` events on outgoing spans: (span, event).
-    async fn breaker_events(
+    /// The spans of the range that matter and their breaker events, read in
+    /// one scan whose partitions are converted side by side.
+    async fn scan(
         &self,
         start_ns: i64,
         end_ns: i64,
-    ) -> Result<Vec<(SpanKey, BreakerEvent)>, QueryError> {
-        let attribute = |key: &str| {
-            cast(
-                get_field(get_field(col(s::EVENTS), "attributes"), key),
-                DataType::Utf8,
-            )
-        };
-        let frame = self
-            .spans_in(start_ns, end_ns)
-            .await?
-            .filter(
-                col(s::KIND)
-                    .in_list(vec![lit("CLIENT"), lit("PRODUCER")], false)
-                    .and(cardinality(col(s::EVENTS)).gt(lit(0u64))),
-            )?
-            .select(vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::EVENTS)])?
-            .unnest_columns(&[s::EVENTS])?
-            .filter(
-                get_field(col(s::EVENTS), s::event::NAME).eq(lit("circuit_breaker.state_change")),
-            )?
-            .select(vec![
-                cast(col(s::TRACE_ID), DataType::Utf8),
-                cast(col(s::SPAN_ID), DataType::Utf8),
-                cast(get_field(col(s::EVENTS), s::event::TIME), DataType::Int64),
-                attribute("circuit_breaker.name"),
-                attribute("circuit_breaker.state"),
-                attribute("circuit_breaker.previous_state"),
-            ])?;
-        let mut events = Vec::new();
-        for batch in self.collect(frame).await? {
-            let row_data = Row {
-                texts: [0, 1, 3, 4, 5]
-                    .iter()
-                    .map(|&i| batch.column(i).as_string_opt::<i32>().cloned())
-                    .collect(),
-            };
-            let times = batch.column(2).as_primitive_opt::<Int64Type>().cloned();
-            for row in 0..batch.num_rows() {
-                let value = |i: usize| row_data.get(i, row);
-                let (Some(trace), Some(span), Some(state)) = (
-                    value(0).and_then(parse_trace),
-                    value(1).and_then(parse_span),
-                    value(3),
-                ) else {
-                    continue;
-                };
-                events.push((
-                    (trace, span),
-                    BreakerEvent {
-                        time_ns: times.as_ref().map_or(0, |t| t.value(row)),
-                        name: value(2).map(str::to_owned),
-                        state: state.to_owned(),
-                        previous_state: value(4).map(str::to_owned),
-                        trace_id: trace_hex(trace),
-                    },
-                ));
-            }
-        }
-        Ok(events)
+    ) -> Result<(Vec<Span>, Vec<(SpanKey, BreakerEvent)>), QueryError> {
+        let mut columns: Vec<Expr> = COLUMNS.iter().map(|column| col(*column)).collect();
+        columns.push(col(s::ATTRIBUTES));
+        columns.push(cast(col(s::START_TIME), DataType::Int64).alias("start_ns"));
+        columns.push(col(s::DURATION_NS));
+        columns.push(col(s::LINKS));
+        columns.push(col(s::EVENTS));
+        let frame = self.spans_in(start_ns, end_ns).await?.select(columns)?;
+        let parts = self
+            .fold_partitions(frame, |part: &mut Scanned, batch| part.add(batch))
+            .await?;
+        tracing::debug!(
+            partitions = parts.len(),
+            spans = ?parts.iter().map(|p| p.spans.len()).collect::<Vec<_>>(),
+            "insights scan"
+        );
+        Ok(Scanned::merge(parts))
     }
+}
+
+/// What one partition of the scan yields. Each partition interns its own
+/// texts; [`Scanned::merge`] makes equal texts one `Arc` again, as `compute`
+/// compares interned texts by address.
+#[derive(Default)]
+struct Scanned {
+    interner: Interner,
+    spans: Vec<Span>,
+    events: Vec<(SpanKey, BreakerEvent)>,
+}
+
+impl Scanned {
+    /// The rows of one batch with the columns [`QueryEngine::scan`] selects.
+    fn add(&mut self, batch: &RecordBatch) {
+        let texts = COLUMNS.len();
+        let attributes = batch.column(texts).as_map_opt();
+        let entries = attributes.and_then(|map| {
+            Some((
+                map.keys().as_string_opt::<i32>()?,
+                map.values().as_string_opt::<i32>()?,
+            ))
+        });
+        let row_data = Row {
+            texts: (0..texts)
+                .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
+                .collect(),
+        };
+        let starts = batch.column(texts + 1).as_primitive_opt::<Int64Type>();
+        let durations = batch.column(texts + 2).as_primitive_opt::<Int64Type>();
+        let links = batch.column(texts + 3).as_list_opt::<i32>();
+        let events = batch.column(texts + 4).as_list_opt::<i32>();
+        // Most spans have no links or events: look at the offsets before slicing.
+        let items = |list: Option<&ListArray>, row: usize| {
+            list.filter(|l| l.is_valid(row) && l.value_length(row) > 0)
+                .map(|l| l.value(row))
+        };
+        for row in 0..batch.num_rows() {
+            let r = &row_data;
+            let found = match (attributes, entries) {
+                (Some(map), Some((keys, values))) => wanted_attributes(map, keys, values, row),
+                _ => [None; ATTRIBUTES.len()],
+            };
+            // INTERNAL spans matter only as parts of a transaction.
+            let internal = !matches!(
+                r.get(at::KIND, row),
+                Some("SERVER" | "CLIENT" | "PRODUCER" | "CONSUMER")
+            );
+            let in_transaction = found[attr::TX_COMPENSATION].is_some()
+                || found[attr::TX_OUTCOME].is_some()
+                || found[attr::TX_STEP].is_some();
+            if internal && !in_transaction {
+                continue;
+            }
+            let Some(span) = read_span(r, &found, row, &mut self.interner) else {
+                continue;
+            };
+            if span.is_outgoing() {
+                if let Some(events) = items(events, row) {
+                    breaker_events(&events, span.key(), &mut self.events);
+                }
+            }
+            self.spans.push(Span {
+                start_ns: starts.map_or(0, |a| a.value(row)),
+                duration_ns: durations.map_or(0, |a| a.value(row)),
+                links: items(links, row).map(|l| link_keys(&l)).unwrap_or_default(),
+                ..span
+            });
+        }
+    }
+
+    fn merge(parts: Vec<Scanned>) -> (Vec<Span>, Vec<(SpanKey, BreakerEvent)>) {
+        let mut parts = parts.into_iter();
+        let Some(mut all) = parts.next() else {
+            return (Vec::new(), Vec::new());
+        };
+        for part in parts {
+            let canonical: FastMap<usize, Text> = part
+                .interner
+                .0
+                .keys()
+                .map(|text| (address(text), all.interner.text(text)))
+                .collect();
+            all.spans.extend(part.spans.into_iter().map(|mut span| {
+                span.reintern(&canonical);
+                span
+            }));
+            all.events.extend(part.events);
+        }
+        (all.spans, all.events)
+    }
+}
+
+/// `circuit_breaker.state_change` events among one outgoing span's `events`.
+fn breaker_events(events: &ArrayRef, span: SpanKey, found: &mut Vec<(SpanKey, BreakerEvent)>) {
+    let Some(events) = events.as_struct_opt() else {
+        return;
+    };
+    let names = events
+        .column_by_name(s::event::NAME)
+        .and_then(|c| c.as_string_opt::<i32>());
+    let times = events
+        .column_by_name(s::event::TIME)
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>());
+    let attributes = events
+        .column_by_name(s::ATTRIBUTES)
+        .and_then(|c| c.as_map_opt());
+    let (Some(names), Some(attributes)) = (names, attributes) else {
+        return;
+    };
+    let (Some(keys), Some(values)) = (
+        attributes.keys().as_string_opt::<i32>(),
+        attributes.values().as_string_opt::<i32>(),
+    ) else {
+        return;
+    };
+    for i in 0..events.len() {
+        if names.is_null(i) || names.value(i) != "circuit_breaker.state_change" {
+            continue;
+        }
+        let offsets = attributes.value_offsets();
+        let attribute = |key: &str| {
+            (offsets[i] as usize..offsets[i + 1] as usize)
+                .find(|&entry| keys.value(entry) == key)
+                .filter(|&entry| !values.is_null(entry))
+                .map(|entry| values.value(entry).to_owned())
+        };
+        let Some(state) = attribute("circuit_breaker.state") else {
+            continue;
+        };
+        found.push((
+            span,
+            BreakerEvent {
+                time_ns: times.map_or(0, |t| t.value(i)),
+                name: attribute("circuit_breaker.name"),
+                state,
+                previous_state: attribute("circuit_breaker.previous_state"),
+                trace_id: trace_hex(span.0),
+            },
+        ));
+    }
+}
+
+/// The address of an interned text: equal texts of one interner share it.
+fn address(text: &Text) -> usize {
+    Arc::as_ptr(text).cast::<u8>() as usize
 }
 
 fn parse_trace(hex: &str) -> Option<u128> {
@@ -1086,8 +1151,41 @@ fn compute(
     end_ns: i64,
 ) -> Insights {
     let seconds = (end_ns - start_ns) as f64 / 1e9;
+    // The views of services' own requests share nothing with those of calls
+    // but the spans: they take a second core.
+    std::thread::scope(|scope| {
+        let requests = scope.spawn(|| {
+            let by_service = requests_by_service(&spans);
+            (
+                instance_insights(&by_service, seconds),
+                version_insights(&by_service, seconds),
+                transaction_insights(&spans),
+            )
+        });
+        let calls = call_insights(&spans, events, start_ns, end_ns);
+        let (instances, versions, transactions) = requests
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Insights {
+            instances,
+            versions,
+            transactions,
+            ..calls
+        }
+    })
+}
+
+/// The views of calls between services: retries, breakers, messaging,
+/// encryption and edges (the others left empty).
+fn call_insights(
+    spans: &[Span],
+    events: Vec<(SpanKey, BreakerEvent)>,
+    start_ns: i64,
+    end_ns: i64,
+) -> Insights {
+    let seconds = (end_ns - start_ns) as f64 / 1e9;
     let buckets = Buckets::new(start_ns, end_ns);
-    let graph = Graph::new(&spans);
+    let graph = Graph::new(spans);
 
     let mut edges: FastMap<EdgeName, EdgeAcc> = FastMap::default();
     let mut retries: FastMap<(EdgeName, Text), RetryAcc> = FastMap::default();
@@ -1095,7 +1193,6 @@ fn compute(
     // Attempts without resend_count: (trace, parent, edge, route, start, span).
     // The edge and route by the address of their interned text, to sort fast.
     let mut siblings: Vec<(u128, u64, usize, usize, usize, i64, usize)> = Vec::new();
-    let address = |text: &Text| Arc::as_ptr(text).cast::<u8>() as usize;
 
     for (i, span) in spans.iter().enumerate() {
         if !span.is_outgoing() {
@@ -1219,16 +1316,15 @@ fn compute(
             ((edge_key(&edge), destination.map(|d| d.to_string())), acc)
         })
         .collect();
-    let by_service = requests_by_service(&spans);
     Insights {
         start_ns,
         end_ns,
         retries: retry_insights(retries, &buckets),
         breakers: breaker_insights(&edges, changes, end_ns),
-        instances: instance_insights(&by_service, seconds),
-        versions: version_insights(&by_service, seconds),
+        instances: Vec::new(),
+        versions: Vec::new(),
         messaging: async_insights(messaging, &buckets, start_ns, end_ns),
-        transactions: transaction_insights(&spans),
+        transactions: Vec::new(),
         encryption: encryption_insights(&edges),
         edges: edge_insights(edges, seconds),
     }
@@ -1787,5 +1883,30 @@ mod tests {
             assert_eq!(attribute_slot(key), Some(index), "{key}");
         }
         assert_eq!(attribute_slot("http.route"), None);
+    }
+
+    #[test]
+    fn merged_partitions_share_one_copy_of_each_text() {
+        let part = |service: &str, peer: &str| {
+            let mut scanned = Scanned::default();
+            let span = Span {
+                service: scanned.interner.text(service),
+                name: scanned.interner.text("GET /"),
+                peer: Some(scanned.interner.text(peer)),
+                ..Span::default()
+            };
+            scanned.spans.push(span);
+            scanned
+        };
+        let (spans, _) = Scanned::merge(vec![part("a", "b"), part("b", "a"), part("a", "c")]);
+        assert_eq!(spans.len(), 3);
+        let same = |x: &Text, y: &Text| address(x) == address(y);
+        assert!(same(&spans[0].service, &spans[2].service), "a");
+        assert!(same(&spans[0].name, &spans[1].name), "GET /");
+        assert!(
+            same(&spans[1].service, spans[0].peer.as_ref().unwrap()),
+            "b"
+        );
+        assert_eq!(&*spans[2].peer.clone().unwrap_or_default(), "c");
     }
 }

@@ -163,6 +163,8 @@ fn is_error(status_column: &str) -> Expr {
 /// consumer long after its producer (queue lag).
 pub(crate) const WINDOW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
 pub(crate) const HOUR_NS: i64 = 3_600 * 1_000_000_000;
+/// Ranges of more hours than this list the whole table rather than each hour.
+const MAX_LISTED_HOURS: i64 = 24 * 32;
 
 /// Spans per join window: a day of the benchmark store (10 million spans)
 /// needs about 1.1 GB to join at once; this keeps a window near 300 MB.
@@ -310,16 +312,22 @@ impl<'g> RunAdder<'g> {
 }
 
 impl QueryEngine {
+    /// The spans that start in `[start_ns, end_ns]`.
     pub(crate) async fn spans_in(
         &self,
         start_ns: i64,
         end_ns: i64,
     ) -> Result<DataFrame, QueryError> {
-        Ok(self
-            .session()?
-            .table("spans")
-            .await?
-            .filter(in_range(start_ns, end_ns))?)
+        let first = start_ns.max(0).div_euclid(HOUR_NS) * HOUR_NS;
+        let frame = if end_ns < first {
+            self.spans_of_hours([]).await?
+        } else if (end_ns - first) / HOUR_NS < MAX_LISTED_HOURS {
+            self.spans_of_hours((first..=end_ns).step_by(HOUR_NS as usize))
+                .await?
+        } else {
+            self.session()?.table("spans").await?
+        };
+        Ok(frame.filter(in_range(start_ns, end_ns))?)
     }
 
     async fn requests(&self, filter: &RequestFilter) -> Result<DataFrame, QueryError> {

@@ -190,20 +190,15 @@ impl QueryEngine {
             return Ok(Vec::new());
         }
         let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
-        let mut filter = in_list(col(s::TRACE_ID), ids, false);
-        // Only the hours that hold these traces: the others' files are skipped
-        // by their time statistics without opening their bloom filters.
-        if let Some(hours) = self.hours_of_traces(trace_ids).await? {
-            let Some(in_hours) = hours
-                .into_iter()
-                .map(|hour| in_range(hour, hour + crate::stats::HOUR_NS - 1))
-                .reduce(Expr::or)
-            else {
-                return Ok(Vec::new());
-            };
-            filter = filter.and(in_hours);
-        }
-        let frame = self.spans_table().await?.filter(filter)?.sort(vec![
+        let filter = in_list(col(s::TRACE_ID), ids, false);
+        // Only the hours that hold these traces: the other files are not even
+        // opened for their bloom filters.
+        let spans = match self.hours_of_traces(trace_ids).await? {
+            Some(hours) if hours.is_empty() => return Ok(Vec::new()),
+            Some(hours) => self.spans_of_hours(hours).await?,
+            None => self.spans_table().await?,
+        };
+        let frame = spans.filter(filter)?.sort(vec![
             col(s::START_TIME).sort(true, false),
             col(s::SPAN_ID).sort(true, false),
         ])?;
@@ -260,14 +255,11 @@ impl QueryEngine {
         let mut width = crate::stats::HOUR_NS;
         loop {
             let window_start = window_end.saturating_sub(width - 1).max(search.start_ns);
-            let mut condition = in_range(window_start, window_end);
+            let mut window = self.spans_in(window_start, window_end).await?;
             if let Some(f) = &filter {
-                condition = condition.and(f.clone());
+                window = window.filter(f.clone())?;
             }
-            let frame = self
-                .spans_table()
-                .await?
-                .filter(condition)?
+            let frame = window
                 .aggregate(
                     vec![col(s::TRACE_ID)],
                     vec![max(col(s::START_TIME)).alias("latest")],
