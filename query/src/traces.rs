@@ -228,6 +228,7 @@ impl QueryEngine {
         &self,
         search: &TraceSearch,
     ) -> Result<Vec<Vec<SpanData>>, QueryError> {
+        let started = std::time::Instant::now();
         let mut filter: Option<Expr> = None;
         let mut and = |condition: Expr| {
             filter = Some(match filter.take() {
@@ -290,7 +291,15 @@ impl QueryEngine {
         found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         found.truncate(search.limit);
         let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
-        self.traces(&ids).await
+        let searched = started.elapsed();
+        let traces = self.traces(&ids).await?;
+        tracing::debug!(
+            traces = traces.len(),
+            search_ms = searched.as_millis() as u64,
+            fetch_ms = (started.elapsed() - searched).as_millis() as u64,
+            "trace search"
+        );
+        Ok(traces)
     }
 
     /// Calls between services in a time range: a span whose parent span is in
