@@ -65,15 +65,21 @@ pub async fn list(
     Query(query): Query<RangeQuery>,
 ) -> Result<Response, PageError> {
     let range = Range::resolve(&query)?;
-    let summary = state
-        .engine
-        .red_summary(&filter(&range, None, None))
-        .await?;
     let (series, step) = series_range(&range, SPARKLINE_BUCKETS);
-    let counts = state
+    let stats = state
         .engine
-        .request_counts(&filter(&series, None, None), step)
+        .request_stats(&filter(&series, None, None), Some(step))
         .await?;
+    // A range that starts on a step (a whole day, say) is read once for both.
+    let summary = if series.start_ns == range.start_ns {
+        stats.services()
+    } else {
+        state
+            .engine
+            .red_summary(&filter(&range, None, None))
+            .await?
+    };
+    let counts = stats.counts();
     let mut rows = Vec::with_capacity(summary.len());
     for row in summary {
         let counts: Vec<f64> = counts
