@@ -207,8 +207,8 @@ pub enum FileRole {
 
 /// Rows per row group of a data file.
 const ROWS_PER_GROUP: usize = 128 * 1024;
-/// Rows per data page at most.
-const PAGE_ROWS: usize = 2 * 1024;
+/// Rows per data page at most in flush files (Parquet's default).
+const DEFAULT_PAGE_ROWS: usize = 20_000;
 
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
@@ -217,9 +217,13 @@ pub fn writer_properties(
     role: FileRole,
     rows: usize,
 ) -> Result<WriterProperties, StoreError> {
-    let level = match role {
-        FileRole::Flush => 1,
-        FileRole::Merged => 3,
+    // Merged files close pages at 2,048 rows (the default, kept for flush
+    // files, 20,000): fetching a trace decompresses one page of each column,
+    // so small pages make trace fetches (by id, after a search) cheaper for
+    // about 4 % more bytes.
+    let (level, page_rows) = match role {
+        FileRole::Flush => (1, DEFAULT_PAGE_ROWS),
+        FileRole::Merged => (3, 2 * 1024),
     };
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
@@ -228,11 +232,7 @@ pub fn writer_properties(
         // ms on the benchmark store) but the ingest benchmark's files 21 %
         // larger (42.4 -> 51.4 bytes per span, over the 45 target).
         .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
-        // Pages of 2,048 rows (the default closes them at 20,000): fetching a
-        // trace decompresses one page of each column, so smaller pages make
-        // trace fetches (by id, after a search) several times cheaper, for
-        // about 4 % more bytes.
-        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_data_page_row_count_limit(page_rows)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_owned(),
             SCHEMA_VERSION.to_string(),
