@@ -217,7 +217,11 @@ impl Compactor {
                 let mut group = Vec::new();
                 let mut rows_estimate = 0usize;
                 for file in set {
-                    let rows = parquet_rows_estimate(&file);
+                    // The footer's count; a file that cannot tell is guessed from its size.
+                    let rows = match self.store.parquet_rows(&file).await {
+                        Ok(rows) => rows,
+                        Err(_) => parquet_rows_estimate(&file),
+                    };
                     if rows_estimate + rows > self.config.max_rows && !group.is_empty() {
                         break;
                     }

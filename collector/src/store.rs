@@ -12,7 +12,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::metadata::KeyValue;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use futures::TryStreamExt;
@@ -126,6 +127,39 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The rows of a Parquet file, from its footer alone (two small reads).
+    pub async fn parquet_rows(&self, file: &ObjectMeta) -> Result<usize, StoreError> {
+        // A Parquet file ends with the footer's length (4 bytes, LE) and `PAR1`.
+        let size = file.size;
+        let tail = self
+            .objects
+            .get_range(&file.location, size.saturating_sub(8)..size)
+            .await?;
+        let length = match tail.get(..4).map(<[u8; 4]>::try_from) {
+            Some(Ok(bytes)) if tail.get(4..) == Some(b"PAR1".as_slice()) => {
+                u64::from(u32::from_le_bytes(bytes))
+            }
+            _ => {
+                return Err(StoreError::Parquet(ParquetError::General(format!(
+                    "{} does not end like a Parquet file",
+                    file.location
+                ))));
+            }
+        };
+        let start = size.checked_sub(8 + length).ok_or_else(|| {
+            StoreError::Parquet(ParquetError::General(format!(
+                "{}: footer longer than the file",
+                file.location
+            )))
+        })?;
+        let footer = self
+            .objects
+            .get_range(&file.location, start..size - 8)
+            .await?;
+        let metadata = ParquetMetaDataReader::decode_metadata(&footer)?;
+        Ok(usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0))
     }
 
     /// Writes `batches` as one Parquet file at `path`, durably.
@@ -333,6 +367,44 @@ mod tests {
             "trace_id has a bloom filter"
         );
         assert!(trace_id.statistics().is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_files_rows_come_from_its_footer() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::local(dir.path())?;
+        let spans = (1..=5u8)
+            .map(|i| Span {
+                trace_id: vec![i; 16],
+                span_id: vec![i; 8],
+                name: "s".into(),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let path = "spans/2026-11-22/04/c-test.parquet";
+        store
+            .write_parquet(Table::Spans, path, vec![to_record_batch(&request)?])
+            .await?;
+        let files = store.list("spans/").await?;
+        let file = files.first().ok_or("no file")?;
+        assert_eq!(store.parquet_rows(file).await?, 5);
+        store
+            .objects()
+            .put(&file.location, PutPayload::from_static(b"not parquet"))
+            .await?;
+        let mut broken = file.clone();
+        broken.size = 11;
+        assert!(store.parquet_rows(&broken).await.is_err());
         Ok(())
     }
 }
