@@ -338,9 +338,7 @@ fn parquet_rows_estimate(file: &ObjectMeta) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::spans::to_record_batch;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -358,16 +356,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        Ok(to_record_batch(&request)?)
+        crate::store::batch_of(spans)
     }
 
     fn compactor(dir: &Path, store: &Store) -> Compactor {

@@ -315,35 +315,49 @@ pub fn concat(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, Stor
     Ok(concat_batches(&table.schema(), batches)?)
 }
 
+/// `spans` of one resource and scope as a record batch, for tests.
+#[cfg(test)]
+pub(crate) fn batch_of(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Ok(crate::convert::spans::to_record_batch(&request)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::spans::to_record_batch;
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    /// `count` spans with ids 1, 2, 3…
+    fn spans(count: u8) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+        batch_of(
+            (1..=count)
+                .map(|i| Span {
+                    trace_id: vec![i; 16],
+                    span_id: vec![i; 8],
+                    name: "s".into(),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+    }
 
     #[test]
     fn span_files_use_zstd_statistics_and_a_trace_id_bloom_filter()
     -> Result<(), Box<dyn std::error::Error>> {
-        let spans = (1..=3u8)
-            .map(|i| Span {
-                trace_id: vec![i; 16],
-                span_id: vec![i; 8],
-                name: "s".into(),
-                ..Default::default()
-            })
-            .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let bytes = encode_parquet(Table::Spans, &[to_record_batch(&request)?])?;
+        let bytes = encode_parquet(Table::Spans, &[spans(3)?])?;
         let reader = SerializedFileReader::new(bytes)?;
         let metadata = reader.metadata();
         let version = metadata
@@ -374,26 +388,9 @@ mod tests {
     async fn a_files_rows_come_from_its_footer() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::local(dir.path())?;
-        let spans = (1..=5u8)
-            .map(|i| Span {
-                trace_id: vec![i; 16],
-                span_id: vec![i; 8],
-                name: "s".into(),
-                ..Default::default()
-            })
-            .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
         let path = "spans/2026-11-22/04/c-test.parquet";
         store
-            .write_parquet(Table::Spans, path, vec![to_record_batch(&request)?])
+            .write_parquet(Table::Spans, path, vec![spans(5)?])
             .await?;
         let files = store.list("spans/").await?;
         let file = files.first().ok_or("no file")?;
