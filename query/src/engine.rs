@@ -147,6 +147,10 @@ impl QueryEngine {
         &self.trace_index
     }
 
+    pub(crate) fn store_lock(&self) -> Option<&Arc<RwLock<()>>> {
+        self.store_lock.as_ref()
+    }
+
     pub(crate) fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
     }
@@ -249,55 +253,6 @@ impl QueryEngine {
             .await
             .map_err(|_| QueryError::Timeout(self.limits.timeout))?
             .map_err(QueryError::from)
-    }
-
-    /// Folds each partition's batches into its own `T` as they are read, one
-    /// task per partition: reading and the caller's work on the rows then share
-    /// every core, and no partition's batches are all held at once. The parts
-    /// come back in partition order.
-    pub(crate) async fn fold_partitions<T, F>(
-        &self,
-        frame: DataFrame,
-        fold: F,
-    ) -> Result<Vec<T>, QueryError>
-    where
-        T: Default + Send + 'static,
-        F: Fn(&mut T, &RecordBatch) + Send + Sync + 'static,
-    {
-        let _reading = match &self.store_lock {
-            Some(lock) => Some(lock.read().await),
-            None => None,
-        };
-        let fold = Arc::new(fold);
-        // Dropping the set (on a timeout) aborts the tasks.
-        let mut tasks = tokio::task::JoinSet::new();
-        let work = async {
-            for (index, mut stream) in frame
-                .execute_stream_partitioned()
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                let fold = Arc::clone(&fold);
-                tasks.spawn(async move {
-                    let mut part = T::default();
-                    while let Some(batch) = stream.next().await {
-                        fold(&mut part, &batch?);
-                    }
-                    Ok::<_, DataFusionError>((index, part))
-                });
-            }
-            let mut parts = Vec::with_capacity(tasks.len());
-            while let Some(joined) = tasks.join_next().await {
-                let part = joined.map_err(|e| DataFusionError::External(Box::new(e)))??;
-                parts.push(part);
-            }
-            parts.sort_by_key(|(index, _)| *index);
-            Ok::<_, QueryError>(parts.into_iter().map(|(_, part)| part).collect())
-        };
-        tokio::time::timeout(self.limits.timeout, work)
-            .await
-            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
     }
 
     async fn run(&self, sql: &str) -> Result<SqlResult, QueryError> {

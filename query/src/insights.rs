@@ -13,15 +13,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, MapArray, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, Int32Array, ListArray, MapArray, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType};
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{Expr, cast, col};
 use serde::Serialize;
 use weft_schema::spans as s;
 
 use crate::engine::{QueryEngine, QueryError};
+use crate::scan::SpanColumns;
 use crate::stats::{histogram_bounds, percentile};
 
 /// The thresholds behind every verdict, in one place so README can cite them.
@@ -433,7 +433,7 @@ impl Span {
     }
 }
 
-/// Columns read for every span, in this order (see [`Row`]).
+/// Text columns read for every span, in this order (see [`Row`]).
 const COLUMNS: &[&str] = &[
     s::TRACE_ID,
     s::SPAN_ID,
@@ -519,15 +519,94 @@ mod attr {
     pub const TX_COMPENSATION: usize = 15;
 }
 
+/// Those of [`COLUMNS`] that hold few distinct texts (not ids or URLs):
+/// read dictionary-encoded, each distinct text is interned once per batch.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    s::KIND,
+    s::NAME,
+    s::SERVICE_NAME,
+    s::STATUS_CODE,
+    "service_version",
+    "service_instance_id",
+    "http_request_method",
+    "http_route",
+    "rpc_system",
+    "rpc_method",
+    "messaging_system",
+    "messaging_destination_name",
+    "peer_service",
+    "server_address",
+    "db_system",
+];
+
+/// One batch's text column.
+enum TextColumn {
+    Plain(StringArray),
+    /// Each row's index into `texts`, the dictionary's values interned.
+    Dictionary {
+        keys: Int32Array,
+        texts: Vec<Option<Text>>,
+    },
+    Missing,
+}
+
+impl TextColumn {
+    fn new(column: &ArrayRef, interner: &mut Interner) -> Self {
+        if let Some(plain) = column.as_string_opt::<i32>() {
+            return TextColumn::Plain(plain.clone());
+        }
+        let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
+            return TextColumn::Missing;
+        };
+        let Some(values) = dictionary.values().as_string_opt::<i32>() else {
+            return TextColumn::Missing;
+        };
+        TextColumn::Dictionary {
+            keys: dictionary.keys().clone(),
+            texts: values
+                .iter()
+                .map(|value| value.map(|v| interner.text(v)))
+                .collect(),
+        }
+    }
+}
+
 /// One batch's text columns by position.
 struct Row {
-    texts: Vec<Option<StringArray>>,
+    texts: Vec<TextColumn>,
 }
 
 impl Row {
-    fn get<'a>(&'a self, column: usize, row: usize) -> Option<&'a str> {
-        let array = self.texts.get(column)?.as_ref()?;
-        (!array.is_null(row)).then(|| array.value(row))
+    fn get(&self, column: usize, row: usize) -> Option<&str> {
+        match self.texts.get(column)? {
+            TextColumn::Plain(array) => (!array.is_null(row)).then(|| array.value(row)),
+            TextColumn::Dictionary { keys, texts } => self.entry(keys, texts, row).map(|t| &**t),
+            TextColumn::Missing => None,
+        }
+    }
+
+    /// The row's text, interned.
+    fn text(&self, column: usize, row: usize, interner: &mut Interner) -> Option<Text> {
+        match self.texts.get(column)? {
+            TextColumn::Plain(array) => {
+                (!array.is_null(row)).then(|| interner.text(array.value(row)))
+            }
+            TextColumn::Dictionary { keys, texts } => self.entry(keys, texts, row).cloned(),
+            TextColumn::Missing => None,
+        }
+    }
+
+    fn entry<'a>(
+        &self,
+        keys: &Int32Array,
+        texts: &'a [Option<Text>],
+        row: usize,
+    ) -> Option<&'a Text> {
+        if keys.is_null(row) {
+            return None;
+        }
+        let key = usize::try_from(keys.value(row)).ok()?;
+        texts.get(key)?.as_ref()
     }
 }
 
@@ -640,13 +719,18 @@ impl QueryEngine {
     /// Every view over `[start_ns, end_ns]`.
     pub async fn insights(&self, start_ns: i64, end_ns: i64) -> Result<Insights, QueryError> {
         let started = std::time::Instant::now();
-        let (spans, events) = self.scan(start_ns, end_ns).await?;
+        let parts = self.scan(start_ns, end_ns).await?;
         let read = started.elapsed();
-        let count = spans.len();
-        let insights =
-            tokio::task::spawn_blocking(move || compute(spans, events, start_ns, end_ns))
-                .await
-                .map_err(|e| QueryError::Engine(DataFusionError::External(Box::new(e))))?;
+        let count: usize = parts.iter().map(Scanned::len).sum();
+        let insights = tokio::task::spawn_blocking(move || {
+            let (chunks, events) = Scanned::merge(parts);
+            // The spans stay where the scan put them: `compute` looks at
+            // them through references (~400k spans of ~400 bytes an hour).
+            let spans: Vec<&Span> = chunks.iter().flatten().collect();
+            compute(&spans, events, start_ns, end_ns)
+        })
+        .await
+        .map_err(|e| QueryError::Engine(DataFusionError::External(Box::new(e))))?;
         tracing::debug!(
             spans = count,
             read_ms = read.as_millis() as u64,
@@ -657,28 +741,31 @@ impl QueryEngine {
     }
 
     /// The spans of the range that matter and their breaker events, read in
-    /// one scan whose partitions are converted side by side.
-    async fn scan(
-        &self,
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Result<(Vec<Span>, Vec<(SpanKey, BreakerEvent)>), QueryError> {
-        let mut columns: Vec<Expr> = COLUMNS.iter().map(|column| col(*column)).collect();
-        columns.push(col(s::ATTRIBUTES));
-        columns.push(cast(col(s::START_TIME), DataType::Int64).alias("start_ns"));
-        columns.push(col(s::DURATION_NS));
-        columns.push(col(s::LINKS));
-        columns.push(col(s::EVENTS));
-        let frame = self.spans_in(start_ns, end_ns).await?.select(columns)?;
+    /// one scan, one part per core (see [`Scanned::merge`]).
+    async fn scan(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Scanned>, QueryError> {
+        let mut names = COLUMNS.to_vec();
+        names.extend([
+            s::ATTRIBUTES,
+            s::START_TIME,
+            s::DURATION_NS,
+            s::LINKS,
+            s::EVENTS,
+        ]);
+        let columns = SpanColumns {
+            names,
+            dictionaries: DICTIONARY_COLUMNS.to_vec(),
+        };
         let parts = self
-            .fold_partitions(frame, |part: &mut Scanned, batch| part.add(batch))
+            .fold_spans(start_ns, end_ns, columns, |part: &mut Scanned, batch| {
+                part.add(batch)
+            })
             .await?;
         tracing::debug!(
             partitions = parts.len(),
-            spans = ?parts.iter().map(|p| p.spans.len()).collect::<Vec<_>>(),
+            spans = ?parts.iter().map(Scanned::len).collect::<Vec<_>>(),
             "insights scan"
         );
-        Ok(Scanned::merge(parts))
+        Ok(parts)
     }
 }
 
@@ -688,11 +775,18 @@ impl QueryEngine {
 #[derive(Default)]
 struct Scanned {
     interner: Interner,
-    spans: Vec<Span>,
+    /// One vector per batch, each allocated once at its batch's size: an hour
+    /// is ~400k spans of ~400 bytes, and one growing vector copied them
+    /// several times over (page faults and copies were a fifth of the scan).
+    spans: Vec<Vec<Span>>,
     events: Vec<(SpanKey, BreakerEvent)>,
 }
 
 impl Scanned {
+    fn len(&self) -> usize {
+        self.spans.iter().map(Vec::len).sum()
+    }
+
     /// The rows of one batch with the columns [`QueryEngine::scan`] selects.
     fn add(&mut self, batch: &RecordBatch) {
         let texts = COLUMNS.len();
@@ -705,10 +799,12 @@ impl Scanned {
         });
         let row_data = Row {
             texts: (0..texts)
-                .map(|i| batch.column(i).as_string_opt::<i32>().cloned())
+                .map(|i| TextColumn::new(batch.column(i), &mut self.interner))
                 .collect(),
         };
-        let starts = batch.column(texts + 1).as_primitive_opt::<Int64Type>();
+        let starts = batch
+            .column(texts + 1)
+            .as_primitive_opt::<TimestampNanosecondType>();
         let durations = batch.column(texts + 2).as_primitive_opt::<Int64Type>();
         let links = batch.column(texts + 3).as_list_opt::<i32>();
         let events = batch.column(texts + 4).as_list_opt::<i32>();
@@ -717,6 +813,7 @@ impl Scanned {
             list.filter(|l| l.is_valid(row) && l.value_length(row) > 0)
                 .map(|l| l.value(row))
         };
+        let mut spans = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let r = &row_data;
             let found = match (attributes, entries) {
@@ -742,34 +839,40 @@ impl Scanned {
                     breaker_events(&events, span.key(), &mut self.events);
                 }
             }
-            self.spans.push(Span {
+            spans.push(Span {
                 start_ns: starts.map_or(0, |a| a.value(row)),
                 duration_ns: durations.map_or(0, |a| a.value(row)),
                 links: items(links, row).map(|l| link_keys(&l)).unwrap_or_default(),
                 ..span
             });
         }
+        self.spans.push(spans);
     }
 
-    fn merge(parts: Vec<Scanned>) -> (Vec<Span>, Vec<(SpanKey, BreakerEvent)>) {
-        let mut parts = parts.into_iter();
-        let Some(mut all) = parts.next() else {
-            return (Vec::new(), Vec::new());
-        };
-        for part in parts {
-            let canonical: FastMap<usize, Text> = part
-                .interner
-                .0
-                .keys()
-                .map(|text| (address(text), all.interner.text(text)))
-                .collect();
-            all.spans.extend(part.spans.into_iter().map(|mut span| {
-                span.reintern(&canonical);
-                span
-            }));
-            all.events.extend(part.events);
+    /// All partitions' spans and events, the texts of every partition after
+    /// the first swapped (in place) for the first's copies.
+    fn merge(parts: Vec<Scanned>) -> (Vec<Vec<Span>>, Vec<(SpanKey, BreakerEvent)>) {
+        let mut chunks = Vec::new();
+        let mut events = Vec::new();
+        let mut interner = Interner::default();
+        for (index, mut part) in parts.into_iter().enumerate() {
+            if index == 0 {
+                interner = part.interner;
+            } else {
+                let canonical: FastMap<usize, Text> = part
+                    .interner
+                    .0
+                    .keys()
+                    .map(|text| (address(text), interner.text(text)))
+                    .collect();
+                for span in part.spans.iter_mut().flatten() {
+                    span.reintern(&canonical);
+                }
+            }
+            chunks.append(&mut part.spans);
+            events.append(&mut part.events);
         }
-        (all.spans, all.events)
+        (chunks, events)
     }
 }
 
@@ -877,12 +980,16 @@ fn read_span(
             .filter(|p| !p.is_empty())
             .and_then(parse_span),
         kind,
-        name: interner.text(get(at::NAME).unwrap_or_default()),
-        service: interner.text(get(at::SERVICE).unwrap_or_default()),
-        version: interner.maybe(get(at::VERSION)),
-        instance: interner.maybe(get(at::INSTANCE)),
+        name: r
+            .text(at::NAME, row, interner)
+            .unwrap_or_else(|| interner.text("")),
+        service: r
+            .text(at::SERVICE, row, interner)
+            .unwrap_or_else(|| interner.text("")),
+        version: r.text(at::VERSION, row, interner),
+        instance: r.text(at::INSTANCE, row, interner),
         error: get(at::STATUS) == Some("ERROR"),
-        route: interner.maybe(get(at::ROUTE)),
+        route: r.text(at::ROUTE, row, interner),
         tx_name: interner.maybe(attribute(attr::TX_NAME)),
         tx_outcome: interner.maybe(attribute(attr::TX_OUTCOME)),
         tx_failed_step: interner.maybe(attribute(attr::TX_FAILED_STEP)),
@@ -904,15 +1011,17 @@ fn read_span(
         })
         .map(|scheme| interner.text(&scheme.to_ascii_lowercase()));
     Some(Span {
-        method: interner.maybe(get(at::METHOD)),
+        method: r.text(at::METHOD, row, interner),
         has_url: url_full.is_some(),
         url_template: interner.maybe(attribute(attr::URL_TEMPLATE)),
         url_scheme: scheme,
-        rpc_system: interner.maybe(get(at::RPC_SYSTEM)),
-        rpc_method: interner.maybe(get(at::RPC_METHOD)),
-        messaging_system: interner.maybe(get(at::MESSAGING_SYSTEM)),
-        destination: interner.maybe(get(at::DESTINATION)),
-        peer: interner.maybe(get(at::PEER_SERVICE).or_else(|| get(at::SERVER_ADDRESS))),
+        rpc_system: r.text(at::RPC_SYSTEM, row, interner),
+        rpc_method: r.text(at::RPC_METHOD, row, interner),
+        messaging_system: r.text(at::MESSAGING_SYSTEM, row, interner),
+        destination: r.text(at::DESTINATION, row, interner),
+        peer: r
+            .text(at::PEER_SERVICE, row, interner)
+            .or_else(|| r.text(at::SERVER_ADDRESS, row, interner)),
         db_system: get(at::DB_SYSTEM).is_some(),
         graphql: attribute(attr::GRAPHQL).is_some(),
         tls: attribute(attr::TLS_VERSION).is_some()
@@ -1038,7 +1147,7 @@ fn edge_key((from, to): &EdgeName) -> EdgeKey {
 
 /// The spans of one range, indexed for walking calls.
 struct Graph<'a> {
-    spans: &'a [Span],
+    spans: &'a [&'a Span],
     /// (trace, parent) → children.
     children: SortedIndex,
     /// Linked span → consumers that link to it without being its child.
@@ -1046,7 +1155,7 @@ struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
-    fn new(spans: &'a [Span]) -> Self {
+    fn new(spans: &'a [&'a Span]) -> Self {
         let mut children: SortedIndex = spans
             .iter()
             .enumerate()
@@ -1145,7 +1254,7 @@ struct AsyncAcc {
 }
 
 fn compute(
-    spans: Vec<Span>,
+    spans: &[&Span],
     events: Vec<(SpanKey, BreakerEvent)>,
     start_ns: i64,
     end_ns: i64,
@@ -1155,14 +1264,14 @@ fn compute(
     // but the spans: they take a second core.
     std::thread::scope(|scope| {
         let requests = scope.spawn(|| {
-            let by_service = requests_by_service(&spans);
+            let by_service = requests_by_service(spans);
             (
                 instance_insights(&by_service, seconds),
                 version_insights(&by_service, seconds),
-                transaction_insights(&spans),
+                transaction_insights(spans),
             )
         });
-        let calls = call_insights(&spans, events, start_ns, end_ns);
+        let calls = call_insights(spans, events, start_ns, end_ns);
         let (instances, versions, transactions) = requests
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -1178,7 +1287,7 @@ fn compute(
 /// The views of calls between services: retries, breakers, messaging,
 /// encryption and edges (the others left empty).
 fn call_insights(
-    spans: &[Span],
+    spans: &[&Span],
     events: Vec<(SpanKey, BreakerEvent)>,
     start_ns: i64,
     end_ns: i64,
@@ -1331,7 +1440,7 @@ fn call_insights(
 }
 
 /// One call on an edge, as its caller saw it.
-fn add_call(acc: &mut EdgeAcc, span: &Span, callees: &[usize], spans: &[Span]) {
+fn add_call(acc: &mut EdgeAcc, span: &Span, callees: &[usize], spans: &[&Span]) {
     acc.durations.push(span.duration_ns);
     acc.errors += u64::from(span.error);
     match acc.protocols.get_mut(span.protocol()) {
@@ -1481,7 +1590,7 @@ fn breaker_insights(
 
 /// The spans that measure a service's own work: its server spans, or its
 /// consumer spans when it has no server spans.
-fn requests_by_service(spans: &[Span]) -> BTreeMap<&str, Vec<&Span>> {
+fn requests_by_service<'a>(spans: &[&'a Span]) -> BTreeMap<&'a str, Vec<&'a Span>> {
     let mut servers: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     let mut consumers: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
     for span in spans {
@@ -1747,7 +1856,7 @@ fn async_insights(
         .collect()
 }
 
-fn transaction_insights(spans: &[Span]) -> Vec<TransactionInsight> {
+fn transaction_insights(spans: &[&Span]) -> Vec<TransactionInsight> {
     let mut by_trace: HashMap<u128, Vec<&Span>> = HashMap::new();
     for span in spans {
         if span.tx_outcome.is_some() || span.tx_step.is_some() || span.compensation {
@@ -1895,10 +2004,11 @@ mod tests {
                 peer: Some(scanned.interner.text(peer)),
                 ..Span::default()
             };
-            scanned.spans.push(span);
+            scanned.spans.push(vec![span]);
             scanned
         };
-        let (spans, _) = Scanned::merge(vec![part("a", "b"), part("b", "a"), part("a", "c")]);
+        let (chunks, _) = Scanned::merge(vec![part("a", "b"), part("b", "a"), part("a", "c")]);
+        let spans: Vec<&Span> = chunks.iter().flatten().collect();
         assert_eq!(spans.len(), 3);
         let same = |x: &Text, y: &Text| address(x) == address(y);
         assert!(same(&spans[0].service, &spans[2].service), "a");

@@ -17,6 +17,7 @@ mod json;
 mod metrics;
 mod rollups;
 mod sandbox;
+mod scan;
 mod sketch;
 mod stats;
 mod traces;

@@ -263,6 +263,11 @@ impl HourFiles {
         Some(fingerprint(&format!("{FORMAT};{}", names.join(","))))
     }
 
+    /// The files of `hour`.
+    pub(crate) fn files_of(&self, hour: i64) -> &[ObjectMeta] {
+        self.hours.get(&hour).map_or(&[], Vec::as_slice)
+    }
+
     /// The hours that have files, by start.
     pub(crate) fn hours(&self) -> impl Iterator<Item = i64> + '_ {
         self.hours.keys().copied()
