@@ -2,12 +2,14 @@
 //! same, so that only the hours that changed (usually the open one) are read
 //! again: every (service, span name, kind), for listing services and
 //! operations without a scan of every span; and, for finished hours, the
-//! trace ids they hold, so fetching a trace reads only the hours it is in.
+//! trace ids they hold, so fetching a trace reads only the hours it is in,
+//! and the attribute keys on their spans and resources, so an attribute
+//! search decodes only the map a key can be in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::prelude::col;
 use weft_schema::spans as s;
 
@@ -79,6 +81,39 @@ pub(crate) type Catalog = PerHour<BTreeSet<Entry>>;
 /// sorted (about 8 bytes per trace: 0.4 MB for an hour of the benchmark store).
 pub(crate) type TraceIndex = PerHour<Vec<u64>>;
 
+/// The attribute keys of spans: on the spans themselves and on their resources.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AttributeKeys {
+    pub(crate) span: HashSet<String>,
+    pub(crate) resource: HashSet<String>,
+}
+
+impl AttributeKeys {
+    fn add(&mut self, batch: &RecordBatch) {
+        for (column, keys) in [(0, &mut self.span), (1, &mut self.resource)] {
+            let Some(map) = batch.column(column).as_map_opt() else {
+                continue;
+            };
+            let Some(names) = map.keys().as_string_opt::<i32>() else {
+                continue;
+            };
+            for name in names.iter().flatten() {
+                if !keys.contains(name) {
+                    keys.insert(name.to_owned());
+                }
+            }
+        }
+    }
+
+    fn extend(&mut self, other: &AttributeKeys) {
+        self.span.extend(other.span.iter().cloned());
+        self.resource.extend(other.resource.iter().cloned());
+    }
+}
+
+/// Per finished hour: the attribute keys in its files (a few dozen).
+pub(crate) type KeyIndex = PerHour<AttributeKeys>;
+
 /// The first 64 bits of a trace id in hex; `None` if it is not hex.
 fn id_prefix(trace_id: &str) -> Option<u64> {
     u64::from_str_radix(trace_id.get(..16)?, 16).ok()
@@ -118,6 +153,47 @@ impl QueryEngine {
         }
         self.trace_index().keep_only(&hours);
         Ok(Some(found))
+    }
+
+    /// The attribute keys of the spans of `hours`; `None` when one of them
+    /// still takes flush files (its keys would be read again at every flush).
+    pub(crate) async fn attribute_keys(
+        &self,
+        hours: impl IntoIterator<Item = i64>,
+    ) -> Result<Option<AttributeKeys>, QueryError> {
+        let files = self.span_files().await?;
+        let mut all = AttributeKeys::default();
+        for hour in hours {
+            // An hour without files has no keys.
+            let Some(print) = files.fingerprint(hour) else {
+                continue;
+            };
+            if !files.is_finished(hour) {
+                return Ok(None);
+            }
+            let keys = self
+                .key_index()
+                .get_or_derive(hour, print, self.attribute_keys_of(hour))
+                .await?;
+            all.extend(&keys);
+        }
+        self.key_index().keep_only(&files.hours().collect());
+        Ok(Some(all))
+    }
+
+    async fn attribute_keys_of(&self, hour: i64) -> Result<AttributeKeys, QueryError> {
+        let columns = crate::scan::SpanColumns {
+            names: vec![s::ATTRIBUTES, s::RESOURCE_ATTRIBUTES],
+            dictionaries: Vec::new(),
+        };
+        let parts = self
+            .fold_spans(hour, hour + HOUR_NS - 1, columns, AttributeKeys::add)
+            .await?;
+        let mut all = AttributeKeys::default();
+        for part in &parts {
+            all.extend(part);
+        }
+        Ok(all)
     }
 
     async fn trace_ids_of(&self, hour: i64) -> Result<Vec<u64>, QueryError> {

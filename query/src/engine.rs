@@ -109,6 +109,7 @@ pub struct QueryEngine {
     objects: Arc<dyn ObjectStore>,
     catalog: crate::catalog::Catalog,
     trace_index: crate::catalog::TraceIndex,
+    attribute_keys: crate::catalog::KeyIndex,
     store_lock: Option<Arc<RwLock<()>>>,
     limits: QueryLimits,
 }
@@ -134,6 +135,7 @@ impl QueryEngine {
             objects,
             catalog: crate::catalog::Catalog::default(),
             trace_index: crate::catalog::TraceIndex::default(),
+            attribute_keys: crate::catalog::KeyIndex::default(),
             store_lock,
             limits,
         })
@@ -145,6 +147,10 @@ impl QueryEngine {
 
     pub(crate) fn trace_index(&self) -> &crate::catalog::TraceIndex {
         &self.trace_index
+    }
+
+    pub(crate) fn key_index(&self) -> &crate::catalog::KeyIndex {
+        &self.attribute_keys
     }
 
     pub(crate) fn store_lock(&self) -> Option<&Arc<RwLock<()>>> {

@@ -343,6 +343,9 @@ impl QueryEngine {
                 report.built += 1;
                 tracing::debug!(%path, "rollup built");
             }
+            // Like a rollup, what an attribute search needs of a closed hour
+            // is read once here, not on the first search (kept in memory).
+            self.attribute_keys([hour]).await?;
             wanted.insert(path);
         }
         // A rollup whose hour's files changed stays until its replacement is

@@ -16,7 +16,9 @@ use datafusion::prelude::{DataFrame, Expr, col, in_list, lit};
 use weft_schema::spans as s;
 use weft_schema::{AttributeType, TIME_ZONE};
 
+use crate::catalog::AttributeKeys;
 use crate::engine::{QueryEngine, QueryError};
+use crate::stats::HOUR_NS;
 
 /// An attribute value with its OTLP type restored.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +126,9 @@ pub(crate) fn in_range(start_ns: i64, end_ns: i64) -> Expr {
         .and(col(s::START_TIME).lt_eq(timestamp(end_ns)))
 }
 
-fn tag_filter(key: &str, value: &str) -> Expr {
+/// `keys`: the attribute keys of the spans searched, when known: a map
+/// without the key is not decoded at all.
+fn tag_filter(key: &str, value: &str, keys: Option<&AttributeKeys>) -> Expr {
     match key {
         "error" => {
             let is_error = col(s::STATUS_CODE).eq(lit("ERROR"));
@@ -137,10 +141,25 @@ fn tag_filter(key: &str, value: &str) -> Expr {
         "span.kind" => col(s::KIND).eq(lit(value.to_ascii_uppercase())),
         "otel.status_code" => col(s::STATUS_CODE).eq(lit(value.to_ascii_uppercase())),
         "otel.status_description" => col(s::STATUS_MESSAGE).eq(lit(value)),
-        _ => get_field(col(s::ATTRIBUTES), key)
-            .eq(lit(value))
-            .or(get_field(col(s::RESOURCE_ATTRIBUTES), key).eq(lit(value))),
+        _ => {
+            let on_span = get_field(col(s::ATTRIBUTES), key).eq(lit(value));
+            let on_resource = get_field(col(s::RESOURCE_ATTRIBUTES), key).eq(lit(value));
+            match keys.map(|k| (k.span.contains(key), k.resource.contains(key))) {
+                None | Some((true, true)) => on_span.or(on_resource),
+                Some((true, false)) => on_span,
+                Some((false, true)) => on_resource,
+                Some((false, false)) => lit(false),
+            }
+        }
     }
+}
+
+/// Whether `key` is looked up in the attribute maps (not a column).
+fn is_map_tag(key: &str) -> bool {
+    !matches!(
+        key,
+        "error" | "span.kind" | "otel.status_code" | "otel.status_description"
+    )
 }
 
 impl QueryEngine {
@@ -248,17 +267,24 @@ impl QueryEngine {
         if let Some(max_ns) = search.max_duration_ns {
             and(col(s::DURATION_NS).lt_eq(lit(max_ns)));
         }
-        for (key, value) in &search.tags {
-            and(tag_filter(key, value));
-        }
         let mut latest: HashMap<String, i64> = HashMap::new();
         let mut window_end = search.end_ns;
-        let mut width = crate::stats::HOUR_NS;
+        let mut width = HOUR_NS;
         loop {
             let window_start = window_end.saturating_sub(width - 1).max(search.start_ns);
             let mut window = self.spans_in(window_start, window_end).await?;
             if let Some(f) = &filter {
                 window = window.filter(f.clone())?;
+            }
+            let keys = if search.tags.iter().any(|(key, _)| is_map_tag(key)) {
+                let first = window_start.div_euclid(HOUR_NS) * HOUR_NS;
+                self.attribute_keys((first..=window_end).step_by(HOUR_NS as usize))
+                    .await?
+            } else {
+                None
+            };
+            for (key, value) in &search.tags {
+                window = window.filter(tag_filter(key, value, keys.as_ref()))?;
             }
             let frame = window
                 .aggregate(
@@ -533,4 +559,38 @@ pub fn read_spans(batch: &RecordBatch) -> Result<Vec<SpanData>, QueryError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attribute_filter_reads_only_the_maps_that_hold_its_key() {
+        let keys = AttributeKeys {
+            span: ["app.user_id".to_owned()].into(),
+            resource: ["host.name".to_owned()].into(),
+        };
+        let filter =
+            |key: &str, keys: Option<&AttributeKeys>| tag_filter(key, "x", keys).to_string();
+        let span_only = filter("app.user_id", Some(&keys));
+        assert!(span_only.contains(s::ATTRIBUTES), "{span_only}");
+        assert!(!span_only.contains(s::RESOURCE_ATTRIBUTES), "{span_only}");
+        let resource_only = filter("host.name", Some(&keys));
+        assert!(
+            resource_only.contains(s::RESOURCE_ATTRIBUTES),
+            "{resource_only}"
+        );
+        assert!(
+            !resource_only.contains(&format!("({}", s::ATTRIBUTES)),
+            "{resource_only}"
+        );
+        assert_eq!(filter("nowhere", Some(&keys)), lit(false).to_string());
+        // Keys not known (an open hour): both maps.
+        let both = filter("nowhere", None);
+        assert!(
+            both.contains(s::ATTRIBUTES) && both.contains(s::RESOURCE_ATTRIBUTES),
+            "{both}"
+        );
+    }
 }
