@@ -292,8 +292,17 @@ impl QueryEngine {
     }
 }
 
-fn is_missing_file(error: &DataFusionError) -> bool {
-    matches!(error.find_root(), DataFusionError::ObjectStore(e) if matches!(e.as_ref(), object_store::Error::NotFound { .. }))
+/// Whether a file the query was to read is gone (also when the Parquet
+/// reader wraps the store's error in its own).
+pub(crate) fn is_missing_file(error: &DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(object_store::Error::NotFound { .. }) = error.downcast_ref() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// One column of a result.

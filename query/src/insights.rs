@@ -519,25 +519,10 @@ mod attr {
     pub const TX_COMPENSATION: usize = 15;
 }
 
-/// Those of [`COLUMNS`] that hold few distinct texts (not ids or URLs):
-/// read dictionary-encoded, each distinct text is interned once per batch.
-const DICTIONARY_COLUMNS: &[&str] = &[
-    s::KIND,
-    s::NAME,
-    s::SERVICE_NAME,
-    s::STATUS_CODE,
-    "service_version",
-    "service_instance_id",
-    "http_request_method",
-    "http_route",
-    "rpc_system",
-    "rpc_method",
-    "messaging_system",
-    "messaging_destination_name",
-    "peer_service",
-    "server_address",
-    "db_system",
-];
+/// Those of [`COLUMNS`] with a text per span (ids, URLs); the others hold
+/// few distinct texts and are read dictionary-encoded, so each distinct text
+/// is interned once per batch.
+const UNIQUE_COLUMNS: &[&str] = &[s::TRACE_ID, s::SPAN_ID, s::PARENT_SPAN_ID, "url_full"];
 
 /// One batch's text column.
 enum TextColumn {
@@ -753,7 +738,11 @@ impl QueryEngine {
         ]);
         let columns = SpanColumns {
             names,
-            dictionaries: DICTIONARY_COLUMNS.to_vec(),
+            dictionaries: COLUMNS
+                .iter()
+                .copied()
+                .filter(|column| !UNIQUE_COLUMNS.contains(column))
+                .collect(),
         };
         let parts = self
             .fold_spans(start_ns, end_ns, columns, |part: &mut Scanned, batch| {

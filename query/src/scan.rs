@@ -37,7 +37,7 @@ use futures::StreamExt;
 use object_store::ObjectMeta;
 use weft_schema::spans as s;
 
-use crate::engine::{QueryEngine, QueryError};
+use crate::engine::{QueryEngine, QueryError, is_missing_file};
 use crate::stats::HOUR_NS;
 
 /// Rows per batch handed to the fold.
@@ -113,7 +113,7 @@ impl QueryEngine {
             loop {
                 attempts += 1;
                 match self.try_fold_spans(start_ns, end_ns, &columns, &fold).await {
-                    Err(QueryError::Engine(e)) if attempts < 3 && is_not_found(&e) => continue,
+                    Err(QueryError::Engine(e)) if attempts < 3 && is_missing_file(&e) => continue,
                     other => return other,
                 }
             }
@@ -384,10 +384,6 @@ fn parquet_error(error: ParquetError) -> QueryError {
     QueryError::Engine(DataFusionError::ParquetError(Box::new(error)))
 }
 
-fn is_not_found(error: &DataFusionError) -> bool {
-    error.to_string().contains("not found") || error.to_string().contains("No such file")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +482,23 @@ mod tests {
             .await
             .unwrap();
         parts.into_iter().map(|seen| seen.0).collect()
+    }
+
+    #[test]
+    fn a_file_gone_under_the_parquet_reader_counts_as_missing() {
+        let gone = || object_store::Error::NotFound {
+            path: "spans/2026-11-20/23/c.parquet".into(),
+            source: "deleted by compaction".into(),
+        };
+        let wrapped =
+            DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(gone()))));
+        assert!(is_missing_file(&wrapped));
+        assert!(is_missing_file(&DataFusionError::ObjectStore(Box::new(
+            gone()
+        ))));
+        let other =
+            DataFusionError::ParquetError(Box::new(ParquetError::General("corrupt footer".into())));
+        assert!(!is_missing_file(&other));
     }
 
     #[tokio::test]
