@@ -184,6 +184,11 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let bytes =
             tokio::task::spawn_blocking(move || encode_parquet_as(table, role, &batches)).await??;
+        self.write_encoded(path, bytes).await
+    }
+
+    /// Writes an encoded Parquet file at `path`, durably.
+    pub async fn write_encoded(&self, path: &str, bytes: Bytes) -> Result<u64, StoreError> {
         let size = bytes.len() as u64;
         let location = ObjectPath::from(path);
         self.objects.put(&location, PutPayload::from(bytes)).await?;
