@@ -40,10 +40,17 @@ TRACE="$(curl -s "$BASE/api/sql" -H 'content-type: application/json' \
     -d "{\"sql\": \"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_micros($((DAY_START + 43200000000))) LIMIT 1\"}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0][0])')"
 
+OTHER="$(curl -s "$BASE/api/sql" -H 'content-type: application/json' \
+    -d "{\"sql\": \"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_micros($((DAY_START + 50400000000))) LIMIT 1\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0][0])')"
+
 PAGES=(
     "search|/?service=frontend&minDuration=40ms&start=$HOUR_START&end=$DAY_END&limit=20"
     "search_attribute|/?tags=app.user_id%3Duser-42&start=$DAY_START&end=$DAY_END&limit=20"
     "trace|/traces/$TRACE"
+    "compare|/compare?a=$TRACE&b=$OTHER"
+    "explore|/explore"
+    "upload|/upload"
     "services_day|/services?start=$DAY_START&end=$DAY_END"
     "service_day|/services/frontend?start=$DAY_START&end=$DAY_END"
     "services_hour|/services?start=$HOUR_START&end=$DAY_END"
