@@ -126,10 +126,10 @@ pub(crate) fn in_range(start_ns: i64, end_ns: i64) -> Expr {
         .and(col(s::START_TIME).lt_eq(timestamp(end_ns)))
 }
 
-/// `keys`: the attribute keys of the spans searched, when known: a map
-/// without the key is not decoded at all.
-fn tag_filter(key: &str, value: &str, keys: Option<&AttributeKeys>) -> Expr {
-    match key {
+/// The filter of a tag that names a column rather than an attribute
+/// (`error`, `span.kind`, `otel.status_code`, `otel.status_description`).
+fn column_tag(key: &str, value: &str) -> Option<Expr> {
+    Some(match key {
         "error" => {
             let is_error = col(s::STATUS_CODE).eq(lit("ERROR"));
             if value == "true" {
@@ -141,25 +141,24 @@ fn tag_filter(key: &str, value: &str, keys: Option<&AttributeKeys>) -> Expr {
         "span.kind" => col(s::KIND).eq(lit(value.to_ascii_uppercase())),
         "otel.status_code" => col(s::STATUS_CODE).eq(lit(value.to_ascii_uppercase())),
         "otel.status_description" => col(s::STATUS_MESSAGE).eq(lit(value)),
-        _ => {
-            let on_span = get_field(col(s::ATTRIBUTES), key).eq(lit(value));
-            let on_resource = get_field(col(s::RESOURCE_ATTRIBUTES), key).eq(lit(value));
-            match keys.map(|k| (k.span.contains(key), k.resource.contains(key))) {
-                None | Some((true, true)) => on_span.or(on_resource),
-                Some((true, false)) => on_span,
-                Some((false, true)) => on_resource,
-                Some((false, false)) => lit(false),
-            }
-        }
-    }
+        _ => return None,
+    })
 }
 
-/// Whether `key` is looked up in the attribute maps (not a column).
-fn is_map_tag(key: &str) -> bool {
-    !matches!(
-        key,
-        "error" | "span.kind" | "otel.status_code" | "otel.status_description"
-    )
+/// `keys`: the attribute keys of the spans searched, when known: a map
+/// without the key is not decoded at all.
+fn tag_filter(key: &str, value: &str, keys: Option<&AttributeKeys>) -> Expr {
+    if let Some(filter) = column_tag(key, value) {
+        return filter;
+    }
+    let on_span = get_field(col(s::ATTRIBUTES), key).eq(lit(value));
+    let on_resource = get_field(col(s::RESOURCE_ATTRIBUTES), key).eq(lit(value));
+    match keys.map(|k| (k.span.contains(key), k.resource.contains(key))) {
+        None | Some((true, true)) => on_span.or(on_resource),
+        Some((true, false)) => on_span,
+        Some((false, true)) => on_resource,
+        Some((false, false)) => lit(false),
+    }
 }
 
 impl QueryEngine {
@@ -282,7 +281,11 @@ impl QueryEngine {
             if let Some(f) = &filter {
                 window = window.filter(f.clone())?;
             }
-            let keys = if search.tags.iter().any(|(key, _)| is_map_tag(key)) {
+            let keys = if search
+                .tags
+                .iter()
+                .any(|(key, value)| column_tag(key, value).is_none())
+            {
                 let first = window_start.div_euclid(HOUR_NS) * HOUR_NS;
                 self.attribute_keys((first..=window_end).step_by(HOUR_NS as usize))
                     .await?
@@ -616,6 +619,12 @@ mod tests {
             "{resource_only}"
         );
         assert_eq!(filter("nowhere", Some(&keys)), lit(false).to_string());
+        // A tag naming a column reads the column, whatever the keys.
+        let error = filter("error", Some(&keys));
+        assert!(
+            error.contains(s::STATUS_CODE) && !error.contains("attributes"),
+            "{error}"
+        );
         // Keys not known (an open hour): both maps.
         let both = filter("nowhere", None);
         assert!(
