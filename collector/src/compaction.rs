@@ -411,8 +411,9 @@ mod tests {
     fn batch(first: u8, count: u8) -> Result<RecordBatch, Box<dyn std::error::Error>> {
         let spans = (first..first + count)
             .map(|i| Span {
-                trace_id: vec![i; 16],
-                span_id: vec![i; 8],
+                // Ids of zeros are invalid: start at 1.
+                trace_id: vec![i + 1; 16],
+                span_id: vec![i + 1; 8],
                 name: format!("span {i}"),
                 start_time_unix_nano: START_NS + u64::from(i),
                 end_time_unix_nano: START_NS + 1000,

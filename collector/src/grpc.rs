@@ -1,19 +1,32 @@
 //! OTLP/gRPC receivers: `TraceService/Export` and `MetricsService/Export`.
+//!
+//! The trace service is written out here rather than generated: its requests
+//! reach the collector as the protobuf bytes they came as (read in place, and
+//! kept by the WAL as they are), where the generated service would hand over
+//! prost's decoded structs.
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
+use prost::Message;
+use tonic::body::Body;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
+
+use crate::convert::spans::ConvertError;
 
 use crate::ingest::{Ingest, IngestError};
 
@@ -24,34 +37,116 @@ pub fn status_of(error: &IngestError) -> Status {
         IngestError::Overloaded { .. } | IngestError::ShuttingDown => {
             Status::unavailable(error.to_string())
         }
-        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => {
-            Status::internal(error.to_string())
+        IngestError::Spans(ConvertError::Malformed(_)) => {
+            Status::invalid_argument(error.to_string())
         }
+        IngestError::Convert(_)
+        | IngestError::Spans(_)
+        | IngestError::Wal(_)
+        | IngestError::Join(_) => Status::internal(error.to_string()),
     }
 }
 
-pub struct TraceReceiver {
-    ingest: Ingest,
+/// Hands a request message over as its bytes; encodes responses with prost.
+struct RawRequestCodec<Response>(PhantomData<Response>);
+
+impl<R: Message + Send + 'static> Codec for RawRequestCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<R>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
 }
 
-#[tonic::async_trait]
-impl TraceService for TraceReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let rejected = self
-            .ingest
-            .export_traces(request.into_inner(), None)
-            .await
-            .map_err(|e| status_of(&e))?;
-        let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: rejected.count,
-            error_message: rejected.summary("span"),
-        });
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success,
-        }))
+struct ProstEncoder<R>(PhantomData<R>);
+
+impl<R: Message> Encoder for ProstEncoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        if dst.remaining_mut() < item.encoded_len() {
+            dst.reserve(item.encoded_len());
+        }
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("could not encode the response: {e}")))
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService`, with requests as bytes.
+#[derive(Clone)]
+pub struct TraceReceiver {
+    ingest: Ingest,
+    max_message_bytes: usize,
+}
+
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl NamedService for TraceReceiver {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl UnaryService<Bytes> for TraceReceiver {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let rejected = ingest
+                .export_trace_protobuf(request.into_inner())
+                .await
+                .map_err(|e| status_of(&e))?;
+            let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected.count,
+                error_message: rejected.summary("span"),
+            });
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success,
+            }))
+        })
+    }
+}
+
+impl Service<http::Request<Body>> for TraceReceiver {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let receiver = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != TRACE_EXPORT_PATH {
+                return Ok(Status::unimplemented("TraceService has only Export").into_http());
+            }
+            let mut grpc = Grpc::new(RawRequestCodec(PhantomData))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(receiver.max_message_bytes);
+            Ok(grpc.unary(receiver, request).await)
+        })
     }
 }
 
@@ -82,12 +177,10 @@ impl MetricsService for MetricsReceiver {
 
 /// The tonic router with both services, gzip in and out, and the size limit.
 pub fn router(ingest: Ingest, max_message_bytes: usize) -> tonic::service::Routes {
-    let traces = TraceServiceServer::new(TraceReceiver {
+    let traces = TraceReceiver {
         ingest: ingest.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(max_message_bytes);
+        max_message_bytes,
+    };
     let metrics = MetricsServiceServer::new(MetricsReceiver { ingest })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)

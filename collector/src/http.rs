@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use serde::Serialize;
 
+use crate::convert::spans::ConvertError;
 use crate::ingest::{Ingest, IngestError};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -145,7 +146,13 @@ fn ingest_error(error: &IngestError, encoding: Encoding) -> OtlpError {
             message: error.to_string(),
             retry_after: true,
         },
-        IngestError::Convert(_) | IngestError::Wal(_) | IngestError::Join(_) => OtlpError::new(
+        IngestError::Spans(ConvertError::Malformed(_)) => {
+            OtlpError::new(StatusCode::BAD_REQUEST, Some(encoding), error.to_string())
+        }
+        IngestError::Convert(_)
+        | IngestError::Spans(_)
+        | IngestError::Wal(_)
+        | IngestError::Join(_) => OtlpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(encoding),
             error.to_string(),
@@ -240,20 +247,17 @@ fn decompress(
     }
 }
 
-/// Reads, decompresses and decodes a request; the CPU work runs off the async workers.
-async fn read_message<T>(
+/// Reads and decompresses a request's body, then runs `decode` on it; the
+/// CPU work runs off the async workers.
+async fn read_then<T: Send + 'static>(
     request: Request,
     encoding: Encoding,
     limit: usize,
-) -> Result<(T, Bytes), OtlpError>
-where
-    T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
-{
+    decode: impl FnOnce(Bytes) -> Result<T, OtlpError> + Send + 'static,
+) -> Result<T, OtlpError> {
     let (body, content_encoding) = read_body(request, encoding, limit).await?;
     tokio::task::spawn_blocking(move || {
-        let body = decompress(body, &content_encoding, encoding, limit)?;
-        let message = decode::<T>(&body, encoding)?;
-        Ok((message, body))
+        decode(decompress(body, &content_encoding, encoding, limit)?)
     })
     .await
     .map_err(|e| {
@@ -263,6 +267,22 @@ where
             e.to_string(),
         )
     })?
+}
+
+/// Reads, decompresses and decodes a request.
+async fn read_message<T>(
+    request: Request,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<(T, Bytes), OtlpError>
+where
+    T: Message + Default + serde::de::DeserializeOwned + Send + 'static,
+{
+    read_then(request, encoding, limit, move |body| {
+        let message = decode::<T>(&body, encoding)?;
+        Ok((message, body))
+    })
+    .await
 }
 
 fn decode<T: Message + Default + serde::de::DeserializeOwned>(
@@ -309,14 +329,21 @@ async fn export_traces(
     request: Request<Body>,
 ) -> Result<Response, OtlpError> {
     let encoding = request_encoding(request.headers())?;
-    let (message, body) =
-        read_message::<ExportTraceServiceRequest>(request, encoding, state.max_body_bytes).await?;
-    let protobuf = (encoding == Encoding::Protobuf).then_some(body);
-    let rejected = state
-        .ingest
-        .export_traces(message, protobuf)
-        .await
-        .map_err(|e| ingest_error(&e, encoding))?;
+    let limit = state.max_body_bytes;
+    // Protobuf goes to the collector as it came (it reads the bytes in place);
+    // OTLP/JSON is decoded here.
+    let stored = match encoding {
+        Encoding::Protobuf => {
+            let body = read_then(request, encoding, limit, Ok).await?;
+            state.ingest.export_trace_protobuf(body).await
+        }
+        Encoding::Json => {
+            let (message, _) =
+                read_message::<ExportTraceServiceRequest>(request, encoding, limit).await?;
+            state.ingest.export_traces(message).await
+        }
+    };
+    let rejected = stored.map_err(|e| ingest_error(&e, encoding))?;
     let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected.count,
         error_message: rejected.summary("span"),

@@ -24,6 +24,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::sync::oneshot;
 
+use crate::convert::spans::ConvertError;
 use crate::convert::validate::{self, Rejected};
 use crate::convert::{metrics as metric_rows, spans as span_rows};
 use crate::flush::{FlushJob, Flusher};
@@ -40,6 +41,8 @@ pub enum IngestError {
     ShuttingDown,
     #[error("could not convert the request to Arrow: {0}")]
     Convert(#[from] ArrowError),
+    #[error(transparent)]
+    Spans(#[from] ConvertError),
     #[error("could not make the request durable: {0}")]
     Wal(Arc<WalError>),
     #[error("background task failed: {0}")]
@@ -122,30 +125,33 @@ impl Ingest {
         self.checkpoint.load(Ordering::Acquire)
     }
 
-    /// Stores the valid spans of `request` durably; returns what was rejected.
-    /// `protobuf`, when given, is the request as it arrived: the WAL keeps it as
-    /// is when every span is valid, instead of encoding the request again.
+    /// Stores the valid spans of a protobuf-encoded `ExportTraceServiceRequest`
+    /// durably; returns what was rejected. When every span is valid (the
+    /// usual case) the bytes are converted in place and are what the WAL keeps.
+    pub async fn export_trace_protobuf(&self, body: Bytes) -> Result<Rejected, IngestError> {
+        let reservation = self.reserve(body.len())?;
+        let (payload, batch, rejected) =
+            tokio::task::spawn_blocking(move || convert_traces(body)).await??;
+        if batch.num_rows() > 0 {
+            self.append(Signal::Traces, payload, batch, reservation)
+                .await?;
+        }
+        Ok(rejected)
+    }
+
+    /// Stores the valid spans of a decoded request (OTLP/JSON arrives so).
     pub async fn export_traces(
         &self,
-        mut request: ExportTraceServiceRequest,
-        protobuf: Option<Bytes>,
+        request: ExportTraceServiceRequest,
     ) -> Result<Rejected, IngestError> {
-        let rejected = validate::traces(&mut request);
-        let items = span_rows::span_count(&request);
-        let convert = span_rows::to_record_batch;
-        self.store(Validated {
-            signal: Signal::Traces,
-            request,
-            items,
-            protobuf,
-            rejected,
-            convert,
-        })
-        .await
+        self.export_trace_protobuf(Bytes::from(request.encode_to_vec()))
+            .await
     }
 
     /// Stores the valid data points of `request` durably; returns what was
-    /// rejected. `protobuf` as for [`Ingest::export_traces`].
+    /// rejected. `protobuf`, when given, is the request as it arrived: the WAL
+    /// keeps it as is when every data point is valid, instead of encoding the
+    /// request again.
     pub async fn export_metrics(
         &self,
         mut request: ExportMetricsServiceRequest,
@@ -235,6 +241,25 @@ impl Ingest {
             .await
             .map_err(|_| IngestError::ShuttingDown)?
             .map_err(IngestError::Wal)
+    }
+}
+
+/// A trace request's spans as a batch, the payload the WAL keeps, and what was
+/// rejected.
+fn convert_traces(body: Bytes) -> Result<(Bytes, RecordBatch, Rejected), ConvertError> {
+    match span_rows::protobuf_to_record_batch(&body) {
+        Ok(batch) => Ok((body, batch, Rejected::default())),
+        Err(ConvertError::InvalidSpan { .. }) => {
+            // Rare: take the invalid spans out, as the partial success says, and
+            // keep the rest. The body was read once already, so it decodes.
+            let mut request = ExportTraceServiceRequest::decode(body.as_ref())
+                .map_err(crate::convert::wire::WireError::from)?;
+            let rejected = validate::traces(&mut request);
+            let payload = Bytes::from(request.encode_to_vec());
+            let batch = span_rows::protobuf_to_record_batch(&payload)?;
+            Ok((payload, batch, rejected))
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -372,20 +397,15 @@ pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::
         };
         for record in records {
             match record.signal {
-                Signal::Traces => {
-                    match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-                        Ok(request) => {
-                            replayed += span_rows::span_count(&request);
-                            job.spans.push(
-                                span_rows::to_record_batch(&request)
-                                    .map_err(crate::store::StoreError::from)?,
-                            );
-                        }
-                        Err(error) => {
-                            tracing::error!(segment, %error, "undecodable trace record in the write-ahead log")
-                        }
+                Signal::Traces => match span_rows::protobuf_to_record_batch(&record.payload) {
+                    Ok(batch) => {
+                        replayed += batch.num_rows();
+                        job.spans.push(batch);
                     }
-                }
+                    Err(error) => {
+                        tracing::error!(segment, %error, "unreadable trace record in the write-ahead log")
+                    }
+                },
                 Signal::Metrics => {
                     match ExportMetricsServiceRequest::decode(record.payload.as_slice()) {
                         Ok(request) => {

@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use std::sync::Arc;
 use weft_schema::AttributeType;
 
+use super::wire::{KeyValueView, ValueView};
+
 /// Renders a value as stored in an `…attributes` map, with its type.
 /// `None` text means an empty AnyValue. Strings are borrowed, not copied.
 pub fn render(value: Option<&AnyValue>) -> (Option<Cow<'_, str>>, AttributeType) {
@@ -42,6 +44,22 @@ fn render_owned(value: Option<&AnyValue>) -> (Option<String>, AttributeType) {
         }
         // Profiling-only reference into a string table we do not have: keep the index.
         Value::StringValueStrindex(i) => (Some(i.to_string()), AttributeType::StringIndex),
+    }
+}
+
+/// Renders a value read straight from the wire, exactly as [`render`] renders
+/// the same value decoded by prost.
+pub fn render_view<'a>(value: &'a ValueView<'_>) -> (Option<Cow<'a, str>>, AttributeType) {
+    let owned = |text: String, kind| (Some(Cow::Owned(text)), kind);
+    match value {
+        ValueView::Empty => (None, AttributeType::Empty),
+        ValueView::Str(s) => (Some(Cow::Borrowed(s)), AttributeType::String),
+        ValueView::Bool(b) => owned(b.to_string(), AttributeType::Bool),
+        ValueView::Int(i) => owned(i.to_string(), AttributeType::Int),
+        ValueView::Double(d) => owned(render_double(*d), AttributeType::Double),
+        ValueView::Bytes(b) => owned(BASE64.encode(b), AttributeType::Bytes),
+        ValueView::Nested(value) => render(Some(value)),
+        ValueView::StrIndex(i) => owned(i.to_string(), AttributeType::StringIndex),
     }
 }
 
@@ -152,6 +170,16 @@ pub fn render_all(attributes: &[KeyValue]) -> Vec<Rendered> {
         .collect()
 }
 
+pub fn render_all_views(attributes: &[KeyValueView<'_>]) -> Vec<Rendered> {
+    attributes
+        .iter()
+        .map(|kv| {
+            let (text, kind) = render_view(&kv.value);
+            (kv.key.to_owned(), text.map(Cow::into_owned), kind)
+        })
+        .collect()
+}
+
 /// Builds one attribute-set column pair: values as text, and the types of the
 /// values that are not strings.
 pub struct AttributeColumns {
@@ -190,6 +218,15 @@ impl AttributeColumns {
         self.end_row();
     }
 
+    /// Appends one row holding attributes read straight from the wire.
+    pub fn append_views(&mut self, attributes: &[KeyValueView<'_>]) {
+        for kv in attributes {
+            let (text, kind) = render_view(&kv.value);
+            self.push(kv.key, text.as_deref(), kind);
+        }
+        self.end_row();
+    }
+
     /// Appends one row from attributes rendered once and shared by many rows
     /// (a resource's or a scope's).
     pub fn append_rendered(&mut self, attributes: &[Rendered]) {
@@ -224,7 +261,17 @@ impl AttributeColumns {
     }
 }
 
-/// The first attribute among `keys` that is present, rendered as text.
+/// The value of the first attribute among `keys` that is present.
+pub fn find_view<'v, 'a>(
+    attributes: &'v [KeyValueView<'a>],
+    keys: &[&str],
+) -> Option<&'v ValueView<'a>> {
+    keys.iter()
+        .find_map(|key| attributes.iter().find(|kv| kv.key == *key))
+        .map(|kv| &kv.value)
+}
+
+/// The first attribute among `keys` that is present.
 pub fn find<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
     keys.iter().find_map(|key| {
         attributes

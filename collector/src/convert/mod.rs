@@ -6,5 +6,6 @@ mod hex;
 pub mod metrics;
 pub mod spans;
 pub mod validate;
+pub mod wire;
 
 pub use hex::hex;

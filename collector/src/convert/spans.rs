@@ -1,4 +1,8 @@
 //! OTLP trace requests to `spans` record batches. Pure: no I/O, no `.await`.
+//!
+//! Requests are read from their protobuf bytes ([`super::wire`]), not from
+//! prost's structs: the bytes are what arrives and what the write-ahead log
+//! keeps, and reading them in place skips an allocation per field.
 
 use std::sync::Arc;
 
@@ -9,45 +13,120 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use prost::Message;
 use weft_schema::TIME_ZONE;
 use weft_schema::spans::{self, PROMOTED, Source};
 
-use super::attributes::{AttributeColumns, Rendered, find, render, render_all};
+use super::attributes::{
+    AttributeColumns, Rendered, find, find_view, render_all, render_all_views, render_view,
+};
 use super::hex::hex;
+use super::validate;
+use super::wire::{
+    EventView, Group, KeyValueView, LinkView, ResourceView, ScopeView, SpanView, ValueView,
+    WireError, resource_spans,
+};
 
-/// Converts every span of `request` (already validated) into one batch.
-pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch, ArrowError> {
-    let rows = span_count(request);
+/// Why the spans of a request were not converted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("body is not a valid OTLP protobuf message: {0}")]
+    Malformed(#[from] WireError),
+    /// The request must go through [`validate::traces`] first.
+    #[error("span {name:?}: {problem}")]
+    InvalidSpan { name: String, problem: String },
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+}
+
+/// A `ScopeSpans` message, split.
+struct ScopeGroup<'a> {
+    scope: Option<ScopeView<'a>>,
+    schema_url: &'a str,
+    spans: Vec<&'a [u8]>,
+}
+
+/// A `ResourceSpans` message, split.
+struct ResourceGroup<'a> {
+    resource: Option<ResourceView<'a>>,
+    schema_url: &'a str,
+    scopes: Vec<ScopeGroup<'a>>,
+}
+
+fn split_request(request: &[u8]) -> Result<Vec<ResourceGroup<'_>>, WireError> {
+    resource_spans(request)?
+        .into_iter()
+        .map(|message| {
+            let group = Group::split(message, "ResourceSpans")?;
+            let scopes = group
+                .items
+                .iter()
+                .map(|message| {
+                    let scope = Group::split(message, "ScopeSpans")?;
+                    Ok(ScopeGroup {
+                        scope: scope.scope()?,
+                        schema_url: scope.schema_url,
+                        spans: scope.items,
+                    })
+                })
+                .collect::<Result<_, WireError>>()?;
+            Ok(ResourceGroup {
+                resource: group.resource()?,
+                schema_url: group.schema_url,
+                scopes,
+            })
+        })
+        .collect()
+}
+
+/// Converts every span of a protobuf-encoded `ExportTraceServiceRequest` into
+/// one batch. A span that [`validate`] would reject fails the whole request
+/// with [`ConvertError::InvalidSpan`]: the caller validates and retries.
+pub fn protobuf_to_record_batch(request: &[u8]) -> Result<RecordBatch, ConvertError> {
+    let groups = split_request(request)?;
+    let rows = groups
+        .iter()
+        .flat_map(|r| &r.scopes)
+        .map(|s| s.spans.len())
+        .sum();
     let mut builder = SpanBatchBuilder::with_capacity(rows);
-    for resource_spans in &request.resource_spans {
-        let resource =
-            ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url);
-        for scope_spans in &resource_spans.scope_spans {
-            let scope = ScopeContext::new(scope_spans.scope.as_ref(), &scope_spans.schema_url);
-            for span in &scope_spans.spans {
-                builder.append(&resource, &scope, span);
+    let mut span = SpanView::default();
+    for group in &groups {
+        let resource = ResourceContext::from_view(group.resource.as_ref(), group.schema_url);
+        let resource_attributes = group
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        for scope_group in &group.scopes {
+            let scope = ScopeContext::new(scope_group.scope.as_ref(), scope_group.schema_url);
+            for message in &scope_group.spans {
+                span.read(message)?;
+                let links = span.links.iter().map(|l| (l.trace_id, l.span_id));
+                if let Some(problem) =
+                    validate::ids_problem(span.trace_id, span.span_id, span.parent_span_id, links)
+                {
+                    return Err(ConvertError::InvalidSpan {
+                        name: span.name.to_owned(),
+                        problem,
+                    });
+                }
+                builder.append(&resource, resource_attributes, &scope, &span);
             }
         }
     }
-    builder.finish()
+    Ok(builder.finish()?)
 }
 
-pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
+/// Converts every span of `request` (already validated) into one batch.
+pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch, ConvertError> {
+    protobuf_to_record_batch(&request.encode_to_vec())
 }
 
-/// What every span of one `ResourceSpans` shares.
+/// What every span or data point of one resource shares.
 pub struct ResourceContext<'a> {
-    pub(super) attributes: &'a [KeyValue],
     /// Rendered once, appended to every row of the resource.
     pub(super) rendered: Vec<Rendered>,
     dropped_attributes_count: u32,
@@ -55,40 +134,63 @@ pub struct ResourceContext<'a> {
     pub(super) service_name: String,
 }
 
+fn service_name_or_unknown(name: Option<&str>) -> String {
+    match name {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => spans::UNKNOWN_SERVICE.to_owned(),
+    }
+}
+
 impl<'a> ResourceContext<'a> {
-    pub fn new(resource: Option<&'a Resource>, schema_url: &'a str) -> Self {
+    pub fn new(resource: Option<&Resource>, schema_url: &'a str) -> Self {
         let attributes = resource
             .map(|r| r.attributes.as_slice())
             .unwrap_or_default();
-        let service_name = match find(attributes, &["service.name"]).and_then(|v| v.value.as_ref())
-        {
-            Some(Value::StringValue(name)) if !name.is_empty() => name.clone(),
-            _ => spans::UNKNOWN_SERVICE.to_owned(),
+        let name = match find(attributes, &["service.name"]).and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(name)) => Some(name.as_str()),
+            _ => None,
         };
         Self {
-            attributes,
             rendered: render_all(attributes),
             dropped_attributes_count: resource
                 .map(|r| r.dropped_attributes_count)
                 .unwrap_or_default(),
             schema_url,
-            service_name,
+            service_name: service_name_or_unknown(name),
+        }
+    }
+
+    fn from_view(resource: Option<&ResourceView<'_>>, schema_url: &'a str) -> Self {
+        let attributes = resource
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let name = match find_view(attributes, &["service.name"]) {
+            Some(ValueView::Str(name)) => Some(*name),
+            _ => None,
+        };
+        Self {
+            rendered: render_all_views(attributes),
+            dropped_attributes_count: resource
+                .map(|r| r.dropped_attributes_count)
+                .unwrap_or_default(),
+            schema_url,
+            service_name: service_name_or_unknown(name),
         }
     }
 }
 
 /// What every span of one `ScopeSpans` shares.
-pub struct ScopeContext<'a> {
-    scope: Option<&'a InstrumentationScope>,
+struct ScopeContext<'a> {
+    scope: Option<&'a ScopeView<'a>>,
     rendered: Vec<Rendered>,
     schema_url: &'a str,
 }
 
 impl<'a> ScopeContext<'a> {
-    pub fn new(scope: Option<&'a InstrumentationScope>, schema_url: &'a str) -> Self {
+    fn new(scope: Option<&'a ScopeView<'a>>, schema_url: &'a str) -> Self {
         Self {
             scope,
-            rendered: render_all(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()),
+            rendered: render_all_views(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()),
             schema_url,
         }
     }
@@ -134,11 +236,11 @@ impl EventColumns {
         }
     }
 
-    fn append(&mut self, events: &[Event]) {
+    fn append(&mut self, events: &[EventView<'_>]) {
         for event in events {
             self.time.append_value(nanos(event.time_unix_nano));
-            self.name.append_value(&event.name);
-            self.attributes.append(&event.attributes);
+            self.name.append_value(event.name);
+            self.attributes.append_views(&event.attributes);
             self.dropped_attributes_count
                 .append_value(event.dropped_attributes_count);
         }
@@ -187,13 +289,13 @@ impl LinkColumns {
         }
     }
 
-    fn append(&mut self, links: &[Link]) {
+    fn append(&mut self, links: &[LinkView<'_>]) {
         for link in links {
-            self.trace_id.append_value(hex(&link.trace_id));
-            self.span_id.append_value(hex(&link.span_id));
-            self.trace_state.append_option(non_empty(&link.trace_state));
+            self.trace_id.append_value(hex(link.trace_id));
+            self.span_id.append_value(hex(link.span_id));
+            self.trace_state.append_option(non_empty(link.trace_state));
             self.flags.append_value(link.flags);
-            self.attributes.append(&link.attributes);
+            self.attributes.append_views(&link.attributes);
             self.dropped_attributes_count
                 .append_value(link.dropped_attributes_count);
         }
@@ -245,7 +347,7 @@ pub fn list_of_structs(
 }
 
 /// Column builders for the `spans` table, filled one span at a time.
-pub struct SpanBatchBuilder {
+struct SpanBatchBuilder {
     trace_id: StringBuilder,
     span_id: StringBuilder,
     parent_span_id: StringBuilder,
@@ -277,7 +379,7 @@ pub struct SpanBatchBuilder {
 }
 
 impl SpanBatchBuilder {
-    pub fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(rows: usize) -> Self {
         let text = || StringBuilder::with_capacity(rows, rows * 16);
         Self {
             trace_id: StringBuilder::with_capacity(rows, rows * 32),
@@ -320,50 +422,49 @@ impl SpanBatchBuilder {
         }
     }
 
-    pub fn append(
+    fn append(
         &mut self,
         resource: &ResourceContext<'_>,
+        resource_attributes: &[KeyValueView<'_>],
         scope: &ScopeContext<'_>,
-        span: &Span,
+        span: &SpanView<'_>,
     ) {
-        self.trace_id.append_value(hex(&span.trace_id));
-        self.span_id.append_value(hex(&span.span_id));
+        self.trace_id.append_value(hex(span.trace_id));
+        self.span_id.append_value(hex(span.span_id));
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            self.parent_span_id.append_value(hex(&span.parent_span_id));
+            self.parent_span_id.append_value(hex(span.parent_span_id));
         }
-        self.trace_state.append_option(non_empty(&span.trace_state));
+        self.trace_state.append_option(non_empty(span.trace_state));
         self.flags.append_value(span.flags);
-        self.name.append_value(&span.name);
+        self.name.append_value(span.name);
         self.kind.append_value(spans::kind_name(span.kind));
         let start = nanos(span.start_time_unix_nano);
         let end = nanos(span.end_time_unix_nano);
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration_ns.append_value(end.saturating_sub(start));
-        let status = span.status.as_ref();
-        self.status_code.append_value(spans::status_name(
-            status.map(|s| s.code).unwrap_or_default(),
-        ));
+        self.status_code
+            .append_value(spans::status_name(span.status_code));
         self.status_message
-            .append_option(status.and_then(|s| non_empty(&s.message)));
+            .append_option(non_empty(span.status_message));
         self.service_name.append_value(&resource.service_name);
 
         for (column, promoted) in self.promoted.iter_mut().zip(PROMOTED) {
             let attributes = match promoted.source {
-                Source::Resource => resource.attributes,
+                Source::Resource => resource_attributes,
                 Source::Span => &span.attributes,
             };
-            let value = find(attributes, promoted.keys);
+            let value = find_view(attributes, promoted.keys);
             match column {
                 PromotedColumn::Text(builder) => {
-                    builder.append_option(value.and_then(|v| render(Some(v)).0));
+                    builder.append_option(value.and_then(|v| render_view(v).0));
                 }
                 PromotedColumn::Int(builder) => {
-                    let int = match value.and_then(|v| v.value.as_ref()) {
-                        Some(Value::IntValue(i)) => Some(*i),
-                        Some(Value::StringValue(s)) => s.parse().ok(),
+                    let int = match value {
+                        Some(ValueView::Int(i)) => Some(*i),
+                        Some(ValueView::Str(s)) => s.parse().ok(),
                         _ => None,
                     };
                     builder.append_option(int);
@@ -371,7 +472,7 @@ impl SpanBatchBuilder {
             }
         }
 
-        self.attributes.append(&span.attributes);
+        self.attributes.append_views(&span.attributes);
         self.dropped_attributes_count
             .append_value(span.dropped_attributes_count);
         self.events.append(&span.events);
@@ -386,10 +487,9 @@ impl SpanBatchBuilder {
             .append_value(resource.dropped_attributes_count);
         self.resource_schema_url
             .append_option(non_empty(resource.schema_url));
-        self.scope_name
-            .append_option(scope.scope.map(|s| s.name.as_str()));
+        self.scope_name.append_option(scope.scope.map(|s| s.name));
         self.scope_version
-            .append_option(scope.scope.and_then(|s| non_empty(&s.version)));
+            .append_option(scope.scope.and_then(|s| non_empty(s.version)));
         self.scope_attributes.append_rendered(&scope.rendered);
         self.scope_dropped_attributes_count.append_value(
             scope
@@ -401,7 +501,7 @@ impl SpanBatchBuilder {
             .append_option(non_empty(scope.schema_url));
     }
 
-    pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -446,5 +546,221 @@ impl SpanBatchBuilder {
             Arc::new(self.scope_schema_url.finish()),
         ]);
         RecordBatch::try_new(spans::schema(), columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::wire::{Fields, Wire};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn attribute(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        }
+    }
+
+    fn every_field() -> ExportTraceServiceRequest {
+        let attributes = vec![
+            attribute("s", Value::StringValue("text".into())),
+            attribute("http.response.status_code", Value::IntValue(503)),
+            attribute("d", Value::DoubleValue(0.25)),
+            attribute("b", Value::BoolValue(true)),
+            attribute("bytes", Value::BytesValue(vec![0, 1, 255])),
+            attribute(
+                "array",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::KvlistValue(KeyValueList {
+                            values: vec![attribute("k", Value::IntValue(-1))],
+                        })),
+                    }],
+                }),
+            ),
+            KeyValue {
+                key: "empty".into(),
+                value: None,
+                key_strindex: 0,
+            },
+        ];
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: "k=v".into(),
+            parent_span_id: vec![3; 8],
+            flags: 0x301,
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: 1_800_000_000_000_000_000,
+            end_time_unix_nano: 1_800_000_000_123_456_789,
+            attributes: attributes.clone(),
+            dropped_attributes_count: 1,
+            events: vec![Event {
+                time_unix_nano: 1_800_000_000_100_000_000,
+                name: "exception".into(),
+                attributes: attributes.clone(),
+                dropped_attributes_count: 2,
+            }],
+            dropped_events_count: 3,
+            links: vec![Link {
+                trace_id: vec![4; 16],
+                span_id: vec![5; 8],
+                trace_state: "a=b".into(),
+                attributes: attributes.clone(),
+                dropped_attributes_count: 4,
+                flags: 1,
+            }],
+            dropped_links_count: 5,
+            status: Some(Status {
+                message: "boom".into(),
+                code: 2,
+            }),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        attribute("service.name", Value::StringValue("checkout".into())),
+                        attribute("service.version", Value::StringValue("2.1".into())),
+                    ],
+                    dropped_attributes_count: 6,
+                    entity_refs: vec![],
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "1.0".into(),
+                        attributes: attributes.clone(),
+                        dropped_attributes_count: 7,
+                    }),
+                    spans: vec![
+                        span.clone(),
+                        Span {
+                            name: "second".into(),
+                            ..span
+                        },
+                    ],
+                    schema_url: "https://scope".into(),
+                }],
+                schema_url: "https://resource".into(),
+            }],
+        }
+    }
+
+    /// The raw bytes of each field of `message`, key included.
+    fn raw_fields(message: &[u8]) -> Result<Vec<(u32, Wire<'_>, &[u8])>, WireError> {
+        let mut fields = Fields::new(message);
+        let mut found = Vec::new();
+        let mut start = 0;
+        while let Some((number, wire)) = fields.next_field()? {
+            let end = message.len() - fields.remaining();
+            found.push((number, wire, &message[start..end]));
+            start = end;
+        }
+        Ok(found)
+    }
+
+    fn length_delimited(number: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// `message` with its fields from the highest number to the lowest (a
+    /// repeated field's items keep their order), an unknown field in front,
+    /// and `nested` applied to the body of each length-delimited field.
+    fn reordered(message: &[u8], nested: &dyn Fn(u32, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+        let mut out = vec![0xf8, 0x06, 0x2a]; // field 111, varint 42
+        let Ok(mut fields) = raw_fields(message) else {
+            return out;
+        };
+        fields.sort_by_key(|(number, _, _)| std::cmp::Reverse(*number));
+        for (number, wire, raw) in fields {
+            match wire {
+                Wire::Bytes(body) => match nested(number, body) {
+                    Some(inner) => out.extend(length_delimited(number, &inner)),
+                    None => out.extend_from_slice(raw),
+                },
+                _ => out.extend_from_slice(raw),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fields_in_any_order_and_unknown_fields_read_as_in_order() -> TestResult {
+        let request = every_field();
+        let in_order = to_record_batch(&request)?;
+        assert_eq!(in_order.num_rows(), 2);
+        // Every level down to the spans: schema URLs come before what they
+        // describe, a span's status and flags before its ids.
+        // Inside a span: its events, links and status.
+        let span =
+            |n: u32, body: &[u8]| matches!(n, 11 | 13 | 15).then(|| reordered(body, &|_, _| None));
+        let scope_spans = |n: u32, body: &[u8]| (n == 2).then(|| reordered(body, &span));
+        let resource_spans = |n: u32, body: &[u8]| (n == 2).then(|| reordered(body, &scope_spans));
+        let request_level = |_: u32, body: &[u8]| Some(reordered(body, &resource_spans));
+        let shuffled = reordered(&request.encode_to_vec(), &request_level);
+        assert_ne!(shuffled, request.encode_to_vec());
+        // prost reads the shuffled bytes as the same request, and so does the converter.
+        assert_eq!(
+            ExportTraceServiceRequest::decode(shuffled.as_slice())?,
+            request
+        );
+        assert_eq!(protobuf_to_record_batch(&shuffled)?, in_order);
+        Ok(())
+    }
+
+    #[test]
+    fn a_split_resource_is_merged_as_prost_merges_it() -> TestResult {
+        let request = every_field();
+        let whole = to_record_batch(&request)?;
+        // The same resource sent as two `resource` fields, one attribute each.
+        let resource_spans = &request.resource_spans[0];
+        let resource = resource_spans.resource.clone().unwrap_or_default();
+        let mut message = Vec::new();
+        for attribute in &resource.attributes {
+            let part = Resource {
+                attributes: vec![attribute.clone()],
+                dropped_attributes_count: resource.dropped_attributes_count,
+                entity_refs: vec![],
+            };
+            message.extend(length_delimited(1, &part.encode_to_vec()));
+        }
+        for scope_spans in &resource_spans.scope_spans {
+            message.extend(length_delimited(2, &scope_spans.encode_to_vec()));
+        }
+        message.extend(length_delimited(3, resource_spans.schema_url.as_bytes()));
+        let split = length_delimited(1, &message);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(split.as_slice())?,
+            request
+        );
+        assert_eq!(protobuf_to_record_batch(&split)?, whole);
+        Ok(())
+    }
+
+    #[test]
+    fn an_invalid_span_fails_the_request_for_validation() {
+        let mut request = every_field();
+        request.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![1; 3];
+        match protobuf_to_record_batch(&request.encode_to_vec()) {
+            Err(ConvertError::InvalidSpan { name, problem }) => {
+                assert_eq!(name, "second");
+                assert_eq!(problem, "trace_id is 3 bytes long, it must be 16");
+            }
+            other => panic!("expected an invalid span, got {other:?}"),
+        }
     }
 }

@@ -55,17 +55,32 @@ fn id_problem(what: &str, id: &[u8], expected: usize, optional: bool) -> Option<
     None
 }
 
-/// Why a span cannot be stored, if it cannot.
-pub fn span_problem(span: &Span) -> Option<String> {
-    id_problem("trace_id", &span.trace_id, 16, false)
-        .or_else(|| id_problem("span_id", &span.span_id, 8, false))
-        .or_else(|| id_problem("parent_span_id", &span.parent_span_id, 8, true))
+/// Why a span with these ids (and links to these trace and span ids) cannot
+/// be stored, if it cannot.
+pub fn ids_problem<'a>(
+    trace_id: &[u8],
+    span_id: &[u8],
+    parent_span_id: &[u8],
+    mut links: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<String> {
+    id_problem("trace_id", trace_id, 16, false)
+        .or_else(|| id_problem("span_id", span_id, 8, false))
+        .or_else(|| id_problem("parent_span_id", parent_span_id, 8, true))
         .or_else(|| {
-            span.links.iter().find_map(|link| {
-                id_problem("a link's trace_id", &link.trace_id, 16, false)
-                    .or_else(|| id_problem("a link's span_id", &link.span_id, 8, false))
+            links.find_map(|(trace_id, span_id)| {
+                id_problem("a link's trace_id", trace_id, 16, false)
+                    .or_else(|| id_problem("a link's span_id", span_id, 8, false))
             })
         })
+}
+
+/// Why a span cannot be stored, if it cannot.
+pub fn span_problem(span: &Span) -> Option<String> {
+    let links = span
+        .links
+        .iter()
+        .map(|l| (l.trace_id.as_slice(), l.span_id.as_slice()));
+    ids_problem(&span.trace_id, &span.span_id, &span.parent_span_id, links)
 }
 
 /// Removes invalid spans from `request`.
