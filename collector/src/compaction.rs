@@ -14,17 +14,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, interleave_record_batch, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, interleave, lexsort_to_indices, take_record_batch,
 };
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::arrow::error::ArrowError;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use weft_schema::{layout, metrics, spans};
 
-use crate::store::{FileRole, Store, StoreError, Table, concat, writer_properties};
+use crate::store::{FileRole, ROWS_PER_GROUP, Store, StoreError, Table, concat, writer_properties};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactionError {
@@ -250,14 +255,14 @@ impl Compactor {
         inputs: &[ObjectMeta],
         now: DateTime<Utc>,
     ) -> Result<(), CompactionError> {
-        let mut batches = Vec::new();
+        let mut files = Vec::with_capacity(inputs.len());
         for input in inputs {
-            batches.extend(self.store.read_parquet(input.location.as_ref()).await?);
+            files.push(self.store.read_bytes(input.location.as_ref()).await?);
         }
-        let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
-        let merged = tokio::task::spawn_blocking(move || encode_sorted(table, &batches))
-            .await
-            .map_err(StoreError::from)??;
+        let (merged, rows) =
+            tokio::task::spawn_blocking(move || encode_sorted(table, &files, ROWS_PER_GROUP))
+                .await
+                .map_err(StoreError::from)??;
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
         let output = format!("{dir}/{}", layout::compacted_file_name(now, unique));
         let journal = Journal {
@@ -347,48 +352,149 @@ pub fn sort_for_storage(
     Ok(take_record_batch(&batch, &order)?)
 }
 
-/// Rows gathered into one batch at a time while writing a merged file.
+/// Rows gathered into one array at a time while writing a merged file.
 const WRITE_CHUNK_ROWS: usize = 8192;
+/// Rows per batch when reading a merge's inputs.
+const READ_BATCH_ROWS: usize = 64 * 1024;
 
-/// `batches` sorted for storage and encoded as a merged file. Only the sort
-/// keys are gathered into whole columns; the rows go to the writer a chunk at
-/// a time, so a merge holds its inputs once (not also a concatenated and a
-/// sorted copy of them: at 10,000 spans/s those copies were most of the
-/// server's memory).
-pub fn encode_sorted(table: Table, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
-    let order = storage_order(table, batches)?;
-    // Where each batch starts among all rows.
-    let starts: Vec<usize> = batches
+/// One input file of a merge, its footer read once.
+struct MergeInput {
+    bytes: Bytes,
+    metadata: ArrowReaderMetadata,
+}
+
+impl MergeInput {
+    fn open(bytes: Bytes) -> Result<Self, StoreError> {
+        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+        Ok(Self { bytes, metadata })
+    }
+
+    /// The named top-level columns, in batches of `READ_BATCH_ROWS` rows (the
+    /// same batches whichever columns are read).
+    fn read_columns(&self, names: &[&str]) -> Result<Vec<RecordBatch>, StoreError> {
+        let schema = self.metadata.schema();
+        let mut roots = Vec::with_capacity(names.len());
+        for name in names {
+            roots.push(schema.index_of(name).map_err(|_| {
+                ArrowError::SchemaError(format!("a file to merge has no column {name}"))
+            })?);
+        }
+        let projection = ProjectionMask::roots(self.metadata.parquet_schema(), roots);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.bytes.clone(),
+            self.metadata.clone(),
+        )
+        .with_projection(projection)
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// Parquet files (`inputs`) merged into one file sorted for storage, with row
+/// groups of `rows_per_group`; returns the file and its rows.
+///
+/// Written one column at a time: only the sort keys of every row, and one
+/// column of the inputs, are decoded at once. The rows of all columns
+/// decoded together were most of the server's memory (a merge of 500,000
+/// spans held about 1 GB). Each column is decoded once: its part of every
+/// row group is encoded before the next column is read, and the encoded row
+/// groups are put together at the end.
+pub fn encode_sorted(
+    table: Table,
+    inputs: &[Bytes],
+    rows_per_group: usize,
+) -> Result<(Bytes, usize), StoreError> {
+    let inputs = inputs
         .iter()
-        .scan(0, |next, batch| {
+        .cloned()
+        .map(MergeInput::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut keys = Vec::new();
+    for input in &inputs {
+        keys.extend(input.read_columns(sort_keys(table))?);
+    }
+    let order = storage_order(table, &keys)?;
+    let batch_rows: Vec<usize> = keys.iter().map(RecordBatch::num_rows).collect();
+    drop(keys);
+    // Where each batch starts among all rows, then (batch, row) of each output row.
+    let starts: Vec<usize> = batch_rows
+        .iter()
+        .scan(0, |next, rows| {
             let start = *next;
-            *next += batch.num_rows();
+            *next += rows;
             Some(start)
         })
         .collect();
-    let rows = order.len();
+    let positions: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&row| {
+            let row = row as usize;
+            let batch = starts.partition_point(|&start| start <= row) - 1;
+            (batch, row - starts[batch])
+        })
+        .collect();
+    let rows = positions.len();
+    let groups: Vec<&[(usize, usize)]> = positions.chunks(rows_per_group.max(1)).collect();
+
+    let schema = table.schema();
     let properties = writer_properties(table, FileRole::Merged, rows)?;
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, table.schema(), Some(properties))?;
-    let inputs: Vec<&RecordBatch> = batches.iter().collect();
-    for chunk in order.values().chunks(WRITE_CHUNK_ROWS) {
-        let rows: Vec<(usize, usize)> = chunk
-            .iter()
-            .map(|&row| {
-                let row = row as usize;
-                let batch = starts.partition_point(|&start| start <= row) - 1;
-                (batch, row - starts[batch])
-            })
-            .collect();
-        let sorted = interleave_record_batch(&inputs, &rows)?;
-        // In the table's own schema, as the writer's (an older file's may differ in metadata).
-        writer.write(&RecordBatch::try_new(
-            table.schema(),
-            sorted.columns().to_vec(),
-        )?)?;
+    let (mut file, factory) = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?
+        .into_serialized_writer()?;
+    // A top-level column is written by one writer per Parquet leaf column under it.
+    let descriptor = file.schema_descr();
+    let mut leaves = vec![0; schema.fields().len()];
+    for leaf in 0..descriptor.num_columns() {
+        leaves[descriptor.get_column_root_idx(leaf)] += 1;
     }
-    writer.close()?;
-    Ok(Bytes::from(out))
+    let mut writers = (0..groups.len())
+        .map(|group| factory.create_column_writers(group).map(Vec::into_iter))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut chunks: Vec<Vec<ArrowColumnChunk>> = groups.iter().map(|_| Vec::new()).collect();
+    for (field, leaf_count) in schema.fields().iter().zip(leaves) {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch_rows.len());
+        for input in &inputs {
+            let batches = input.read_columns(&[field.name()])?;
+            columns.extend(batches.iter().map(|batch| Arc::clone(batch.column(0))));
+        }
+        if columns
+            .iter()
+            .map(|c| c.len())
+            .ne(batch_rows.iter().copied())
+        {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "column {} of the files to merge came in other batches than their keys",
+                field.name()
+            ))
+            .into());
+        }
+        let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+        for ((group, group_writers), group_chunks) in
+            groups.iter().zip(&mut writers).zip(&mut chunks)
+        {
+            let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
+            for chunk in group.chunks(WRITE_CHUNK_ROWS) {
+                let sorted = interleave(&columns, chunk)?;
+                for (writer, leaf) in leaf_writers.iter_mut().zip(compute_leaves(field, &sorted)?) {
+                    writer.write(&leaf)?;
+                }
+            }
+            for writer in leaf_writers {
+                group_chunks.push(writer.close()?);
+            }
+        }
+    }
+    for group_chunks in chunks {
+        let mut row_group = file.next_row_group()?;
+        for chunk in group_chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    file.close()?;
+    Ok((Bytes::from(out), rows))
 }
 
 /// A cheap guess of a file's rows from its size, to bound a merge before reading.
@@ -401,6 +507,7 @@ fn parquet_rows_estimate(file: &ObjectMeta) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::encode_parquet_as;
     use opentelemetry_proto::tonic::trace::v1::Span;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -424,18 +531,39 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_written_chunk_by_chunk_is_sorted_like_one_whole_sort() -> TestResult {
-        // 45 batches of 200 rows, trace ids falling back and forth: more rows
-        // than one chunk, and every chunk gathers rows of many batches.
+    fn a_merge_written_column_by_column_is_sorted_like_one_whole_sort() -> TestResult {
+        // 45 files of 200 rows, trace ids falling back and forth: more rows
+        // than one chunk, and every chunk gathers rows of many files.
         let batches = (0..45u8)
             .map(|i| batch(i % 50, 200))
             .collect::<Result<Vec<_>, _>>()?;
-        assert!(batches.iter().map(RecordBatch::num_rows).sum::<usize>() > WRITE_CHUNK_ROWS);
-        let written = crate::store::decode_parquet(encode_sorted(Table::Spans, &batches)?)?;
-        let written = concat(Table::Spans, &written)?;
+        let files = batches
+            .iter()
+            .map(|b| encode_parquet_as(Table::Spans, FileRole::Flush, std::slice::from_ref(b)))
+            .collect::<Result<Vec<_>, _>>()?;
         let sorted = sort_for_storage(Table::Spans, batches)?;
-        assert_eq!(written.num_rows(), sorted.num_rows());
-        assert_eq!(written.columns(), sorted.columns());
+        assert!(sorted.num_rows() > WRITE_CHUNK_ROWS);
+        // One row group, and row groups smaller than a chunk (each column's
+        // part of every group written before the next column is read).
+        for (rows_per_group, groups) in [(ROWS_PER_GROUP, 1), (2_000, 5)] {
+            let (file, rows) = encode_sorted(Table::Spans, &files, rows_per_group)?;
+            assert_eq!(rows, sorted.num_rows());
+            let options = ArrowReaderOptions::new().with_page_index_policy(
+                datafusion::parquet::file::metadata::PageIndexPolicy::Required,
+            );
+            let metadata = ArrowReaderMetadata::load(&file, options)?;
+            let parquet = metadata.metadata();
+            assert_eq!(parquet.num_row_groups(), groups);
+            assert_eq!(metadata.schema().fields(), Table::Spans.schema().fields());
+            // What the whole-file writer gives a merged file: the trace id
+            // bloom filter in every row group, and the page index.
+            for group in parquet.row_groups() {
+                assert!(group.column(0).bloom_filter_offset().is_some());
+            }
+            assert!(parquet.offset_index().is_some() && parquet.column_index().is_some());
+            let written = concat(Table::Spans, &crate::store::decode_parquet(file)?)?;
+            assert_eq!(written.columns(), sorted.columns());
+        }
         Ok(())
     }
 

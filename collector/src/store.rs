@@ -217,14 +217,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        let bytes = self
+    /// A file's bytes as stored.
+    pub async fn read_bytes(&self, path: &str) -> Result<Bytes, StoreError> {
+        Ok(self
             .objects
             .get(&ObjectPath::from(path))
             .await?
             .bytes()
-            .await?;
-        Ok(tokio::task::spawn_blocking(move || decode_parquet(bytes)).await??)
+            .await?)
+    }
+
+    pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, StoreError> {
+        let bytes = self.read_bytes(path).await?;
+        tokio::task::spawn_blocking(move || decode_parquet(bytes)).await?
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
@@ -245,7 +250,7 @@ pub enum FileRole {
 }
 
 /// Rows per row group of a data file.
-const ROWS_PER_GROUP: usize = 128 * 1024;
+pub(crate) const ROWS_PER_GROUP: usize = 128 * 1024;
 /// Rows per data page at most in flush files (Parquet's default).
 const DEFAULT_PAGE_ROWS: usize = 20_000;
 
