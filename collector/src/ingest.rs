@@ -428,3 +428,55 @@ pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::
     }
     Ok(replayed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn span(name: &str, trace_id: Vec<u8>) -> Span {
+        Span {
+            trace_id,
+            span_id: vec![2; 8],
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_bytes_are_kept_as_they_came_and_invalid_spans_taken_out()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let valid = Bytes::from(request(vec![span("a", vec![1; 16])]).encode_to_vec());
+        let (payload, batch, rejected) = convert_traces(valid.clone())?;
+        assert_eq!((payload, batch.num_rows(), rejected.count), (valid, 1, 0));
+
+        let mixed = request(vec![span("a", vec![1; 16]), span("b", vec![0; 16])]);
+        let (payload, batch, rejected) = convert_traces(Bytes::from(mixed.encode_to_vec()))?;
+        assert_eq!((batch.num_rows(), rejected.count), (1, 1));
+        assert_eq!(
+            rejected.message,
+            "span \"b\": trace_id is all zeros, which OTLP forbids"
+        );
+        // What the WAL keeps is the request without the rejected span.
+        assert_eq!(
+            ExportTraceServiceRequest::decode(payload.as_ref())?,
+            request(vec![span("a", vec![1; 16])])
+        );
+
+        let malformed = convert_traces(Bytes::from_static(&[0x0a, 0x05, 0x01]));
+        assert!(matches!(malformed, Err(ConvertError::Malformed(_))));
+        Ok(())
+    }
+}

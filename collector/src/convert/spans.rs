@@ -656,8 +656,12 @@ mod tests {
         }
     }
 
-    /// The raw bytes of each field of `message`, key included.
-    fn raw_fields(message: &[u8]) -> Result<Vec<(u32, Wire<'_>, &[u8])>, WireError> {
+    /// A field's number, value, and raw bytes (key included).
+    type RawField<'a> = (u32, Wire<'a>, &'a [u8]);
+    /// What to do with a length-delimited field's body: `Some` replaces it.
+    type Nested<'f> = &'f dyn Fn(u32, &[u8]) -> Option<Vec<u8>>;
+
+    fn raw_fields(message: &[u8]) -> Result<Vec<RawField<'_>>, WireError> {
         let mut fields = Fields::new(message);
         let mut found = Vec::new();
         let mut start = 0;
@@ -680,7 +684,7 @@ mod tests {
     /// `message` with its fields from the highest number to the lowest (a
     /// repeated field's items keep their order), an unknown field in front,
     /// and `nested` applied to the body of each length-delimited field.
-    fn reordered(message: &[u8], nested: &dyn Fn(u32, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    fn reordered(message: &[u8], nested: Nested<'_>) -> Vec<u8> {
         let mut out = vec![0xf8, 0x06, 0x2a]; // field 111, varint 42
         let Ok(mut fields) = raw_fields(message) else {
             return out;

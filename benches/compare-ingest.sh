@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Compares two `weft` binaries on the ingest benchmark's steps, run after run
+# in turn (this machine's speed drifts by ±30 % over minutes, so figures of
+# one binary measured an hour after the other's compare nothing):
+#
+#   bash benches/compare-ingest.sh OLD_WEFT NEW_WEFT [rounds, default 2] [half-speed rate, default 36000]
+#
+# Copy the binaries aside first (a build replaces target/release/weft). Each
+# run starts `weft serve` on a fresh store with `--compaction-interval-secs 5`
+# and drives it with weft-loadgen over OTLP/gRPC: full speed (4 exporters,
+# 15 s), the half-speed rate (4 exporters, 15 s), 10,000 spans/s (2
+# exporters, 20 s). One line per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD="$1"
+NEW="$2"
+ROUNDS="${3:-2}"
+HALF="${4:-36000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
+# The same packages as run-ingest.sh builds, so cargo does not rebuild for another feature set.
+cargo build --release -p weft-web -p weft-benches --bins
+LOADGEN="$CARGO_TARGET_DIR/release/weft-loadgen"
+
+run() {
+    local label="$1" bin="$2"
+    shift 2
+    local data log pid out grpc http
+    data="$(mktemp -d)"
+    log="$data.log"
+    "$bin" serve --data-dir "$data" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0 --compaction-interval-secs 5 2>"$log" &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q "http listening" "$log" 2>/dev/null && break
+        sleep 0.1
+    done
+    grpc=$(grep "otlp-grpc listening" "$log" | sed 's/.*addr=\([^ ]*\).*/\1/')
+    http=$(grep " http listening" "$log" | sed 's/.*addr=\([^ ]*\).*/\1/')
+    out=$("$LOADGEN" --endpoint "http://$grpc" --server-pid "$pid" --data-dir "$data" --http "http://$http" "$@")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    echo "$label $(echo "$out" | grep -E 'spans per second|spans per CPU|CPU seconds|p50|p99|RSS' |
+        awk -F'  +' '{printf "%s=%s; ", $1, $2}')"
+    rm -rf "$data" "$log"
+}
+
+for round in $(seq "$ROUNDS"); do
+    for step in "full --duration-secs 15 --concurrency 4" \
+        "half --duration-secs 15 --concurrency 4 --rate $HALF" \
+        "10k --duration-secs 20 --concurrency 2 --rate 10000"; do
+        read -r name args <<<"$step"
+        # shellcheck disable=SC2086
+        run "round $round $name old:" "$OLD" $args
+        # shellcheck disable=SC2086
+        run "round $round $name new:" "$NEW" $args
+    done
+done
