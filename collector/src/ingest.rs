@@ -402,6 +402,10 @@ pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::
                         replayed += batch.num_rows();
                         job.spans.push(batch);
                     }
+                    // Not the record's fault: stop, and leave the log for the next start.
+                    Err(ConvertError::Arrow(error)) => {
+                        return Err(crate::store::StoreError::from(error).into());
+                    }
                     Err(error) => {
                         tracing::error!(segment, %error, "unreadable trace record in the write-ahead log")
                     }
