@@ -21,27 +21,21 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
 cargo build --release -p weft-web -p weft-benches --bins
 LOADGEN="$CARGO_TARGET_DIR/release/weft-loadgen"
 
+# shellcheck source=benches/serve.sh
+source benches/serve.sh
+trap stop_weft EXIT
+DATA="$(mktemp -d)"
+
 run() {
     local label="$1" bin="$2"
     shift 2
-    local data log pid out grpc http
-    data="$(mktemp -d)"
-    log="$data.log"
-    "$bin" serve --data-dir "$data" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --compaction-interval-secs 5 2>"$log" &
-    pid=$!
-    for _ in $(seq 100); do
-        grep -q "http listening" "$log" 2>/dev/null && break
-        sleep 0.1
-    done
-    grpc=$(grep "otlp-grpc listening" "$log" | sed 's/.*addr=\([^ ]*\).*/\1/')
-    http=$(grep " http listening" "$log" | sed 's/.*addr=\([^ ]*\).*/\1/')
-    out=$("$LOADGEN" --endpoint "http://$grpc" --server-pid "$pid" --data-dir "$data" --http "http://$http" "$@")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    start_weft "$bin" "$DATA/store" "$DATA/weft.log"
+    local out
+    out=$("$LOADGEN" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --data-dir "$DATA/store" \
+        --http "http://$HTTP" "$@")
+    stop_weft
     echo "$label $(echo "$out" | grep -E 'spans per second|spans per CPU|CPU seconds|p50|p99|RSS' |
         awk -F'  +' '{printf "%s=%s; ", $1, $2}')"
-    rm -rf "$data" "$log"
 }
 
 for round in $(seq "$ROUNDS"); do

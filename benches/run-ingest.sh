@@ -13,29 +13,14 @@ BIN="$CARGO_TARGET_DIR/release"
 DATA="$(mktemp -d)"
 LOG="$DATA/weft.log"
 
-start_weft() {
-    rm -rf "$DATA/store"
-    "$BIN/weft" serve --data-dir "$DATA/store" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --compaction-interval-secs 5 2>"$LOG" &
-    WEFT_PID=$!
-    for _ in $(seq 100); do
-        grep -q "http listening" "$LOG" 2>/dev/null && break
-        sleep 0.1
-    done
-    GRPC=$(grep "otlp-grpc listening" "$LOG" | sed 's/.*addr=\([^ ]*\).*/\1/')
-    HTTP=$(grep " http listening" "$LOG" | sed 's/.*addr=\([^ ]*\).*/\1/')
-}
-
-stop_weft() {
-    kill "$WEFT_PID" 2>/dev/null || true
-    wait "$WEFT_PID" 2>/dev/null || true
-}
+# shellcheck source=benches/serve.sh
+source benches/serve.sh
 trap stop_weft EXIT
 
 run() {
     echo "== $1"
     shift
-    start_weft
+    start_weft "$BIN/weft" "$DATA/store" "$LOG"
     "$BIN/weft-loadgen" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --duration-secs "$SECONDS_PER_RUN" \
         --data-dir "$DATA/store" --http "http://$HTTP" "$@" | tee "$DATA/last.txt"
     stop_weft
@@ -48,7 +33,7 @@ run "half of full speed: $HALF spans/s" --concurrency 4 --rate "$HALF"
 run "steady 10000 spans/s" --concurrency 2 --rate 10000
 
 echo "== bytes per span after compaction (60 s at full speed, then every hour directory compacted)"
-start_weft
+start_weft "$BIN/weft" "$DATA/store" "$LOG"
 "$BIN/weft-loadgen" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --duration-secs "$SECONDS_PER_RUN" --concurrency 4 >/dev/null
 # Wait for the background compaction to merge the flushed files.
 sleep 12
