@@ -193,6 +193,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_malformed_request_is_an_invalid_argument() {
+        let malformed = crate::convert::wire::resource_spans(&[0x0a, 0x05])
+            .err()
+            .map(|e| IngestError::Spans(ConvertError::Malformed(e)));
+        let status = malformed.map(|e| status_of(&e));
+        assert_eq!(
+            status.as_ref().map(Status::code),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert!(status.is_some_and(|s| {
+            s.message()
+                .starts_with("body is not a valid OTLP protobuf message")
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_method_other_than_export_is_unimplemented() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::Store::local(&dir.path().join("store"))?;
+        let collector = crate::Collector::start(
+            store,
+            dir.path(),
+            &crate::CollectorSettings::default(),
+            Default::default(),
+        )
+        .await?;
+        let mut receiver = TraceReceiver {
+            ingest: collector.ingest().clone(),
+            max_message_bytes: 1 << 20,
+        };
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Other")
+            .header("content-type", "application/grpc")
+            .body(Body::default())?;
+        let response = Service::call(&mut receiver, request).await?;
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(b"12".as_slice())
+        );
+        Ok(())
+    }
+
+    #[test]
     fn overload_is_a_retryable_status() {
         let status = status_of(&IngestError::Overloaded { used: 2, limit: 1 });
         assert_eq!(status.code(), tonic::Code::Unavailable);

@@ -436,19 +436,8 @@ pub async fn recover(flusher: &Flusher, wal_dir: &Path) -> Result<usize, crate::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-
-    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-    }
+    use crate::store::request_of as request;
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     fn span(name: &str, trace_id: Vec<u8>) -> Span {
         Span {

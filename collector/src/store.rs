@@ -325,14 +325,13 @@ pub fn concat(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, Stor
     Ok(concat_batches(&table.schema(), batches)?)
 }
 
-/// `spans` of one resource and scope as a record batch, for tests.
+/// `spans` of one resource and scope as a request, for tests.
 #[cfg(test)]
-pub(crate) fn batch_of(
+pub(crate) fn request_of(
     spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
-) -> Result<RecordBatch, Box<dyn std::error::Error>> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    let request = ExportTraceServiceRequest {
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
@@ -340,8 +339,15 @@ pub(crate) fn batch_of(
             }],
             ..Default::default()
         }],
-    };
-    Ok(crate::convert::spans::to_record_batch(&request)?)
+    }
+}
+
+/// `spans` of one resource and scope as a record batch, for tests.
+#[cfg(test)]
+pub(crate) fn batch_of(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+    Ok(crate::convert::spans::to_record_batch(&request_of(spans))?)
 }
 
 #[cfg(test)]
