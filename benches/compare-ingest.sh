@@ -9,7 +9,8 @@
 # run starts `weft serve` on a fresh store with `--compaction-interval-secs 5`
 # and drives it with weft-loadgen over OTLP/gRPC: full speed (4 exporters,
 # 15 s), the half-speed rate (4 exporters, 15 s), 10,000 spans/s (2
-# exporters, 20 s). One line per run.
+# exporters, 20 s), and bytes per span on disk (full speed for 15 s, then
+# 12 s of compaction). One line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD="$1"
@@ -38,6 +39,20 @@ run() {
         awk -F'  +' '{printf "%s=%s; ", $1, $2}')"
 }
 
+bytes_per_span() {
+    local label="$1" bin="$2"
+    start_weft "$bin" "$DATA/store" "$DATA/weft.log"
+    "$LOADGEN" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --duration-secs 15 --concurrency 4 >/dev/null
+    sleep 12
+    local files
+    files=$(find "$DATA/store/spans" -name '*.parquet' | wc -l)
+    local out
+    out=$("$LOADGEN" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --duration-secs 0 \
+        --data-dir "$DATA/store" --http "http://$HTTP" | grep -E "bytes per span")
+    stop_weft
+    echo "$label files=$files; $out"
+}
+
 for round in $(seq "$ROUNDS"); do
     for step in "full --duration-secs 15 --concurrency 4" \
         "half --duration-secs 15 --concurrency 4 --rate $HALF" \
@@ -48,4 +63,6 @@ for round in $(seq "$ROUNDS"); do
         # shellcheck disable=SC2086
         run "round $round $name new:" "$NEW" $args
     done
+    bytes_per_span "round $round bytes old:" "$OLD"
+    bytes_per_span "round $round bytes new:" "$NEW"
 done

@@ -12,24 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{
-    SortColumn, SortOptions, interleave, lexsort_to_indices, take_record_batch,
-};
-use datafusion::arrow::error::ArrowError;
-use datafusion::parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
-use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
-use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
-use weft_schema::{layout, metrics, spans};
+use weft_schema::layout;
 
-use crate::store::{FileRole, ROWS_PER_GROUP, Store, StoreError, Table, concat, writer_properties};
+use crate::sorted::merge_files;
+use crate::store::{ROWS_PER_GROUP, Store, StoreError, Table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactionError {
@@ -260,7 +250,7 @@ impl Compactor {
             files.push(self.store.read_bytes(input.location.as_ref()).await?);
         }
         let (merged, rows) =
-            tokio::task::spawn_blocking(move || encode_sorted(table, &files, ROWS_PER_GROUP))
+            tokio::task::spawn_blocking(move || merge_files(table, &files, ROWS_PER_GROUP))
                 .await
                 .map_err(StoreError::from)??;
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
@@ -309,194 +299,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
-/// Merged files are sorted so that equal values sit together (smaller files)
-/// and row-group statistics on the sort keys skip most of a file: spans by
-/// trace then time, so a trace is read from one place; metrics by series then time.
-fn sort_keys(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::Spans => &[spans::TRACE_ID, spans::START_TIME],
-        Table::Metrics => &[metrics::METRIC_NAME, metrics::SERVICE_NAME, metrics::TIME],
-    }
-}
-
-/// The order of `batches`' rows (as indices into them all, end to end) for storage.
-fn storage_order(
-    table: Table,
-    batches: &[RecordBatch],
-) -> Result<datafusion::arrow::array::UInt32Array, StoreError> {
-    let mut columns = Vec::new();
-    for key in sort_keys(table) {
-        let parts: Vec<&dyn Array> = batches
-            .iter()
-            .filter_map(|batch| batch.column_by_name(key).map(|c| c.as_ref()))
-            .collect();
-        if parts.len() == batches.len() {
-            columns.push(SortColumn {
-                values: datafusion::arrow::compute::concat(&parts)?,
-                options: Some(SortOptions::default()),
-            });
-        }
-    }
-    Ok(lexsort_to_indices(&columns, None)?)
-}
-
-/// `batches` as one batch, sorted for storage.
-pub fn sort_for_storage(
-    table: Table,
-    batches: Vec<RecordBatch>,
-) -> Result<RecordBatch, StoreError> {
-    // Each step frees the copy before it, so this holds at most two.
-    let order = storage_order(table, &batches)?;
-    let batch = concat(table, &batches)?;
-    drop(batches);
-    Ok(take_record_batch(&batch, &order)?)
-}
-
-/// Rows gathered into one array at a time while writing a merged file.
-const WRITE_CHUNK_ROWS: usize = 8192;
-/// Rows per batch when reading a merge's inputs.
-const READ_BATCH_ROWS: usize = 64 * 1024;
-
-/// One input file of a merge, its footer read once.
-struct MergeInput {
-    bytes: Bytes,
-    metadata: ArrowReaderMetadata,
-}
-
-impl MergeInput {
-    fn open(bytes: Bytes) -> Result<Self, StoreError> {
-        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
-        Ok(Self { bytes, metadata })
-    }
-
-    /// The named top-level columns, in batches of `READ_BATCH_ROWS` rows (the
-    /// same batches whichever columns are read).
-    fn read_columns(&self, names: &[&str]) -> Result<Vec<RecordBatch>, StoreError> {
-        let schema = self.metadata.schema();
-        let mut roots = Vec::with_capacity(names.len());
-        for name in names {
-            roots.push(schema.index_of(name).map_err(|_| {
-                ArrowError::SchemaError(format!("a file to merge has no column {name}"))
-            })?);
-        }
-        let projection = ProjectionMask::roots(self.metadata.parquet_schema(), roots);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            self.bytes.clone(),
-            self.metadata.clone(),
-        )
-        .with_projection(projection)
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()?;
-        Ok(reader.collect::<Result<Vec<_>, _>>()?)
-    }
-}
-
-/// Parquet files (`inputs`) merged into one file sorted for storage, with row
-/// groups of `rows_per_group`; returns the file and its rows.
-///
-/// Written one column at a time: only the sort keys of every row, and one
-/// column of the inputs, are decoded at once. The rows of all columns
-/// decoded together were most of the server's memory (a merge of 500,000
-/// spans held about 1 GB). Each column is decoded once: its part of every
-/// row group is encoded before the next column is read, and the encoded row
-/// groups are put together at the end.
-pub fn encode_sorted(
-    table: Table,
-    inputs: &[Bytes],
-    rows_per_group: usize,
-) -> Result<(Bytes, usize), StoreError> {
-    let inputs = inputs
-        .iter()
-        .cloned()
-        .map(MergeInput::open)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut keys = Vec::new();
-    for input in &inputs {
-        keys.extend(input.read_columns(sort_keys(table))?);
-    }
-    let order = storage_order(table, &keys)?;
-    let batch_rows: Vec<usize> = keys.iter().map(RecordBatch::num_rows).collect();
-    drop(keys);
-    // Where each batch starts among all rows, then (batch, row) of each output row.
-    let starts: Vec<usize> = batch_rows
-        .iter()
-        .scan(0, |next, rows| {
-            let start = *next;
-            *next += rows;
-            Some(start)
-        })
-        .collect();
-    let positions: Vec<(usize, usize)> = order
-        .values()
-        .iter()
-        .map(|&row| {
-            let row = row as usize;
-            let batch = starts.partition_point(|&start| start <= row) - 1;
-            (batch, row - starts[batch])
-        })
-        .collect();
-    let rows = positions.len();
-    let groups: Vec<&[(usize, usize)]> = positions.chunks(rows_per_group.max(1)).collect();
-
-    let schema = table.schema();
-    let properties = writer_properties(table, FileRole::Merged, rows)?;
-    let mut out = Vec::new();
-    let (mut file, factory) = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?
-        .into_serialized_writer()?;
-    // A top-level column is written by one writer per Parquet leaf column under it.
-    let descriptor = file.schema_descr();
-    let mut leaves = vec![0; schema.fields().len()];
-    for leaf in 0..descriptor.num_columns() {
-        leaves[descriptor.get_column_root_idx(leaf)] += 1;
-    }
-    let mut writers = (0..groups.len())
-        .map(|group| factory.create_column_writers(group).map(Vec::into_iter))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut chunks: Vec<Vec<ArrowColumnChunk>> = groups.iter().map(|_| Vec::new()).collect();
-    for (field, leaf_count) in schema.fields().iter().zip(leaves) {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch_rows.len());
-        for input in &inputs {
-            let batches = input.read_columns(&[field.name()])?;
-            columns.extend(batches.iter().map(|batch| Arc::clone(batch.column(0))));
-        }
-        if columns
-            .iter()
-            .map(|c| c.len())
-            .ne(batch_rows.iter().copied())
-        {
-            return Err(ArrowError::InvalidArgumentError(format!(
-                "column {} of the files to merge came in other batches than their keys",
-                field.name()
-            ))
-            .into());
-        }
-        let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
-        for ((group, group_writers), group_chunks) in
-            groups.iter().zip(&mut writers).zip(&mut chunks)
-        {
-            let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
-            for chunk in group.chunks(WRITE_CHUNK_ROWS) {
-                let sorted = interleave(&columns, chunk)?;
-                for (writer, leaf) in leaf_writers.iter_mut().zip(compute_leaves(field, &sorted)?) {
-                    writer.write(&leaf)?;
-                }
-            }
-            for writer in leaf_writers {
-                group_chunks.push(writer.close()?);
-            }
-        }
-    }
-    for group_chunks in chunks {
-        let mut row_group = file.next_row_group()?;
-        for chunk in group_chunks {
-            chunk.append_to_row_group(&mut row_group)?;
-        }
-        row_group.close()?;
-    }
-    file.close()?;
-    Ok((Bytes::from(out), rows))
-}
-
 /// A cheap guess of a file's rows from its size, to bound a merge before reading.
 fn parquet_rows_estimate(file: &ObjectMeta) -> usize {
     // Compressed spans of repetitive services take as little as ~15 bytes; guess
@@ -507,8 +309,10 @@ fn parquet_rows_estimate(file: &ObjectMeta) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::encode_parquet_as;
+    use crate::store::concat;
+    use datafusion::arrow::array::RecordBatch;
     use opentelemetry_proto::tonic::trace::v1::Span;
+    use weft_schema::spans;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -528,43 +332,6 @@ mod tests {
             })
             .collect();
         crate::store::batch_of(spans)
-    }
-
-    #[test]
-    fn a_merge_written_column_by_column_is_sorted_like_one_whole_sort() -> TestResult {
-        // 45 files of 200 rows, trace ids falling back and forth: more rows
-        // than one chunk, and every chunk gathers rows of many files.
-        let batches = (0..45u8)
-            .map(|i| batch(i % 50, 200))
-            .collect::<Result<Vec<_>, _>>()?;
-        let files = batches
-            .iter()
-            .map(|b| encode_parquet_as(Table::Spans, FileRole::Flush, std::slice::from_ref(b)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sorted = sort_for_storage(Table::Spans, batches)?;
-        assert!(sorted.num_rows() > WRITE_CHUNK_ROWS);
-        // One row group, and row groups smaller than a chunk (each column's
-        // part of every group written before the next column is read).
-        for (rows_per_group, groups) in [(ROWS_PER_GROUP, 1), (2_000, 5)] {
-            let (file, rows) = encode_sorted(Table::Spans, &files, rows_per_group)?;
-            assert_eq!(rows, sorted.num_rows());
-            let options = ArrowReaderOptions::new().with_page_index_policy(
-                datafusion::parquet::file::metadata::PageIndexPolicy::Required,
-            );
-            let metadata = ArrowReaderMetadata::load(&file, options)?;
-            let parquet = metadata.metadata();
-            assert_eq!(parquet.num_row_groups(), groups);
-            assert_eq!(metadata.schema().fields(), Table::Spans.schema().fields());
-            // What the whole-file writer gives a merged file: the trace id
-            // bloom filter in every row group, and the page index.
-            for group in parquet.row_groups() {
-                assert!(group.column(0).bloom_filter_offset().is_some());
-            }
-            assert!(parquet.offset_index().is_some() && parquet.column_index().is_some());
-            let written = concat(Table::Spans, &crate::store::decode_parquet(file)?)?;
-            assert_eq!(written.columns(), sorted.columns());
-        }
-        Ok(())
     }
 
     fn compactor(dir: &Path, store: &Store) -> Compactor {

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use weft_schema::layout;
 
 use crate::memory::Reservation;
-use crate::store::{FileRole, Store, StoreError, Table};
+use crate::sorted::encode_batches_sorted;
+use crate::store::{Store, StoreError, Table};
 use crate::wal::{self, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +139,12 @@ impl Flusher {
                 split_by_hour(table, batches)?.into_iter().enumerate()
             {
                 let path = format!("{dir}/{}", layout::flush_file_name(segment, part));
-                self.inner
-                    .store
-                    .write_parquet_as(table, FileRole::Flush, &path, hour_batches)
-                    .await?;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    encode_batches_sorted(table, &hour_batches)
+                })
+                .await
+                .map_err(StoreError::from)??;
+                self.inner.store.write_encoded(&path, bytes).await?;
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! grpc / http ─▶ convert (validate, OTLP → Arrow) ─▶ ingest (WAL, group commit, ack)
-//!             ─▶ flush (Parquet per hour, checkpoint) ─▶ compaction (merge, retention)
+//!             ─▶ flush (sorted Parquet per hour, checkpoint) ─▶ compaction (merge, retention)
 //! ```
 //!
 //! [`Collector::start`] recovers the store after a crash, then starts the
@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 mod ingest;
 mod memory;
+pub mod sorted;
 pub mod store;
 pub mod wal;
 
@@ -24,10 +25,11 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 
-pub use compaction::{CompactionConfig, CompactionError, Compactor, sort_for_storage};
+pub use compaction::{CompactionConfig, CompactionError, Compactor};
 pub use flush::{FlushError, split_by_hour};
 pub use ingest::{Ingest, IngestConfig, IngestError};
 pub use memory::MemoryBudget;
+pub use sorted::sort_for_storage;
 pub use store::{Store, StoreError, Table};
 
 #[derive(Debug, thiserror::Error)]

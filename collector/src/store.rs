@@ -9,8 +9,8 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use weft_schema::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans};
+use weft_schema::{ATTRIBUTE_MAP_ENTRIES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,28 +162,14 @@ impl Store {
         Ok(usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0))
     }
 
-    /// Writes `batches` as one Parquet file at `path`, durably.
+    /// Writes `batches` as one Parquet file at `path`, durably, in the order given.
     pub async fn write_parquet(
         &self,
         table: Table,
         path: &str,
         batches: Vec<RecordBatch>,
     ) -> Result<u64, StoreError> {
-        self.write_parquet_as(table, FileRole::Merged, path, batches)
-            .await
-    }
-
-    /// Writes a file for `role`: flush files trade size for speed, since
-    /// compaction rewrites them.
-    pub async fn write_parquet_as(
-        &self,
-        table: Table,
-        role: FileRole,
-        path: &str,
-        batches: Vec<RecordBatch>,
-    ) -> Result<u64, StoreError> {
-        let bytes =
-            tokio::task::spawn_blocking(move || encode_parquet_as(table, role, &batches)).await??;
+        let bytes = tokio::task::spawn_blocking(move || encode_parquet(table, &batches)).await??;
         self.write_encoded(path, bytes).await
     }
 
@@ -240,43 +226,26 @@ impl Store {
     }
 }
 
-/// What a file is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileRole {
-    /// Written every flush interval and soon merged: fast to write.
-    Flush,
-    /// Written by compaction to stay: small.
-    Merged,
-}
-
 /// Rows per row group of a data file.
-pub(crate) const ROWS_PER_GROUP: usize = 128 * 1024;
-/// Rows per data page at most in flush files (Parquet's default).
-const DEFAULT_PAGE_ROWS: usize = 20_000;
+pub const ROWS_PER_GROUP: usize = 128 * 1024;
+/// Rows per data page at most: fetching a trace decompresses one page of
+/// each column, so small pages make trace fetches (by id, after a search)
+/// cheaper; 2,048 rows cost about 4 % more bytes than Parquet's default 20,000.
+const PAGE_ROWS: usize = 2 * 1024;
 
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
-pub fn writer_properties(
-    table: Table,
-    role: FileRole,
-    rows: usize,
-) -> Result<WriterProperties, StoreError> {
-    // Merged files close pages at 2,048 rows (the default, kept for flush
-    // files, 20,000): fetching a trace decompresses one page of each column,
-    // so small pages make trace fetches (by id, after a search) cheaper for
-    // about 4 % more bytes.
-    let (level, page_rows) = match role {
-        FileRole::Flush => (1, DEFAULT_PAGE_ROWS),
-        FileRole::Merged => (3, 2 * 1024),
-    };
+pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, StoreError> {
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
+        // Level 1: each file is encoded once, as it is flushed, so encoding
+        // speed is ingest speed; level 3 was 8 % slower for 1 % fewer bytes.
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         // 128k rows: 16k-row groups made a lookup by trace id faster (49 -> 30
         // ms on the benchmark store) but the ingest benchmark's files 21 %
         // larger (42.4 -> 51.4 bytes per span, over the 45 target).
         .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
-        .set_data_page_row_count_limit(page_rows)
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_owned(),
             SCHEMA_VERSION.to_string(),
@@ -290,20 +259,24 @@ pub fn writer_properties(
             // Span ids are unique: a dictionary only costs.
             .set_column_dictionary_enabled(ColumnPath::from(spans::SPAN_ID), false);
     }
+    // No reader prunes by the minimum and maximum of an attribute map's keys
+    // or values, and computing them compares every string written (about a
+    // tenth of the encoding time).
+    let parquet_schema = ArrowSchemaConverter::new().convert(&table.schema())?;
+    for leaf in parquet_schema.columns() {
+        let parts = leaf.path().parts();
+        if parts.len() >= 2 && parts[parts.len() - 2] == ATTRIBUTE_MAP_ENTRIES {
+            builder =
+                builder.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+        }
+    }
     Ok(builder.build())
 }
 
+/// `batches` as one Parquet file, rows in the order given.
 pub fn encode_parquet(table: Table, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
-    encode_parquet_as(table, FileRole::Merged, batches)
-}
-
-pub fn encode_parquet_as(
-    table: Table,
-    role: FileRole,
-    batches: &[RecordBatch],
-) -> Result<Bytes, StoreError> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let props = writer_properties(table, role, rows)?;
+    let props = writer_properties(table, rows)?;
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, table.schema(), Some(props))?;
     for batch in batches {
@@ -397,6 +370,18 @@ mod tests {
             "trace_id has a bloom filter"
         );
         assert!(trace_id.statistics().is_some());
+        // Attribute maps, nested ones too, are written without statistics.
+        for path in [
+            "attributes.entries.key",
+            "events.list.item.attributes.entries.value",
+        ] {
+            let column = row_group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .ok_or(path)?;
+            assert!(column.statistics().is_none(), "{path} has statistics");
+        }
         Ok(())
     }
 

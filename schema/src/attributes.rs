@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields};
 
 pub const ATTRIBUTE_MAP_KEY: &str = "key";
 pub const ATTRIBUTE_MAP_VALUE: &str = "value";
-const ATTRIBUTE_MAP_ENTRIES: &str = "entries";
+pub const ATTRIBUTE_MAP_ENTRIES: &str = "entries";
 
 /// The OTLP type of an attribute value, as stored in an `…attribute_types` map.
 /// Strings are the default and are not listed there.

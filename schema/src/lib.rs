@@ -10,7 +10,8 @@ pub mod metrics;
 pub mod spans;
 
 pub use attributes::{
-    ATTRIBUTE_MAP_KEY, ATTRIBUTE_MAP_VALUE, AttributeType, attribute_map_field, attribute_map_type,
+    ATTRIBUTE_MAP_ENTRIES, ATTRIBUTE_MAP_KEY, ATTRIBUTE_MAP_VALUE, AttributeType,
+    attribute_map_field, attribute_map_type,
 };
 
 /// Bumped whenever a column is added, removed or changes type. Written into every

@@ -187,25 +187,28 @@ pub struct AttributeColumns {
     types: MapBuilder<StringBuilder, StringBuilder>,
 }
 
-fn map_builder(capacity: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+/// Bytes of one key or value text, for sizing builders; growing a text
+/// builder copies everything appended so far.
+const TEXT_BYTES_GUESS: usize = 16;
+
+fn map_builder(rows: usize, entries: usize) -> MapBuilder<StringBuilder, StringBuilder> {
     let names = MapFieldNames {
         entry: "entries".to_owned(),
         key: weft_schema::ATTRIBUTE_MAP_KEY.to_owned(),
         value: weft_schema::ATTRIBUTE_MAP_VALUE.to_owned(),
     };
-    MapBuilder::with_capacity(
-        Some(names),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        capacity,
-    )
+    let text = || StringBuilder::with_capacity(entries, entries * TEXT_BYTES_GUESS);
+    MapBuilder::with_capacity(Some(names), text(), text(), rows)
 }
 
 impl AttributeColumns {
-    pub fn with_capacity(rows: usize) -> Self {
+    /// Builders for `rows` rows of about `entries_per_row` attributes each.
+    pub fn with_capacity(rows: usize, entries_per_row: usize) -> Self {
+        let entries = rows * entries_per_row;
         Self {
-            values: map_builder(rows),
-            types: map_builder(rows),
+            values: map_builder(rows, entries),
+            // Most values are strings, which have no type entry.
+            types: map_builder(rows, entries / 4),
         }
     }
 

@@ -114,7 +114,7 @@ impl ExemplarColumns {
             value_int: Int64Builder::new(),
             trace_id: StringBuilder::new(),
             span_id: StringBuilder::new(),
-            attributes: AttributeColumns::with_capacity(0),
+            attributes: AttributeColumns::with_capacity(0, 0),
         }
     }
 
@@ -268,12 +268,12 @@ impl MetricBatchBuilder {
             quantile_value: Float64Builder::new(),
             flags: UInt32Builder::with_capacity(rows),
             exemplars: ExemplarColumns::new(),
-            attributes: AttributeColumns::with_capacity(rows),
-            resource_attributes: AttributeColumns::with_capacity(rows),
+            attributes: AttributeColumns::with_capacity(rows, 4),
+            resource_attributes: AttributeColumns::with_capacity(rows, 8),
             resource_schema_url: StringBuilder::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
-            scope_attributes: AttributeColumns::with_capacity(rows),
+            scope_attributes: AttributeColumns::with_capacity(rows, 0),
         }
     }
 

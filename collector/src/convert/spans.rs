@@ -231,7 +231,7 @@ impl EventColumns {
             offsets,
             time: timestamp_builder(spans),
             name: StringBuilder::new(),
-            attributes: AttributeColumns::with_capacity(spans),
+            attributes: AttributeColumns::with_capacity(spans, 1),
             dropped_attributes_count: UInt32Builder::new(),
         }
     }
@@ -284,7 +284,7 @@ impl LinkColumns {
             span_id: StringBuilder::new(),
             trace_state: StringBuilder::new(),
             flags: UInt32Builder::new(),
-            attributes: AttributeColumns::with_capacity(0),
+            attributes: AttributeColumns::with_capacity(0, 0),
             dropped_attributes_count: UInt32Builder::new(),
         }
     }
@@ -405,18 +405,18 @@ impl SpanBatchBuilder {
                     }
                 })
                 .collect(),
-            attributes: AttributeColumns::with_capacity(rows),
+            attributes: AttributeColumns::with_capacity(rows, 8),
             dropped_attributes_count: UInt32Builder::with_capacity(rows),
             events: EventColumns::with_capacity(rows),
             dropped_events_count: UInt32Builder::with_capacity(rows),
             links: LinkColumns::with_capacity(rows),
             dropped_links_count: UInt32Builder::with_capacity(rows),
-            resource_attributes: AttributeColumns::with_capacity(rows),
+            resource_attributes: AttributeColumns::with_capacity(rows, 8),
             resource_dropped_attributes_count: UInt32Builder::with_capacity(rows),
             resource_schema_url: StringBuilder::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
-            scope_attributes: AttributeColumns::with_capacity(rows),
+            scope_attributes: AttributeColumns::with_capacity(rows, 0),
             scope_dropped_attributes_count: UInt32Builder::with_capacity(rows),
             scope_schema_url: StringBuilder::new(),
         }

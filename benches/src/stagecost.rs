@@ -1,0 +1,114 @@
+//! The CPU cost per span of each ingest stage, on one core, without a server:
+//! prost decoding (the floor), conversion of protobuf bytes to Arrow, a flush
+//! file's Parquet encoding, reading it back, and a merge of flush files (which
+//! copies row groups of at least 8,192 spans and rewrites smaller ones).
+//! Prints the median of `--runs` runs in nanoseconds per span.
+//!
+//! `cargo run --release -p weft-benches --bin weft-stagecost`
+//!
+//! Unlike the criterion benches (`cargo bench`), this builds with the
+//! workspace's release dependencies as they are, so it takes a minute, not a
+//! cold rebuild.
+
+use std::time::Instant;
+
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use weft_benches::{SPANS_PER_REQUEST, realistic_request};
+use weft_collector::convert::spans::protobuf_to_record_batch;
+use weft_collector::sorted::{COPY_MIN_ROWS, encode_batches_sorted, merge_files};
+use weft_collector::store::{ROWS_PER_GROUP, Table, decode_parquet};
+
+#[derive(Parser)]
+struct Args {
+    /// Requests of 512 spans in one flush file (64: one second at 32,768 spans/s).
+    #[arg(long, default_value_t = 64)]
+    requests_per_flush: u64,
+    /// Flush files in one merge (compaction's `min_files`).
+    #[arg(long, default_value_t = 8)]
+    files_per_merge: usize,
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let now_ns = 1_800_000_000_000_000_000;
+    let requests: Vec<Vec<u8>> = (0..args.requests_per_flush * args.files_per_merge as u64)
+        .map(|seed| realistic_request(seed, now_ns).encode_to_vec())
+        .collect();
+    let spans = requests.len() * SPANS_PER_REQUEST;
+    let per_flush = args.requests_per_flush as usize;
+
+    let mut stages: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut record = |name: &'static str, nanos: f64, spans: usize| {
+        let per_span = nanos / spans as f64;
+        match stages.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(per_span),
+            None => stages.push((name, vec![per_span])),
+        }
+    };
+    let mut flush_bytes = 0;
+    let mut merged_bytes = 0;
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        for request in &requests {
+            ExportTraceServiceRequest::decode(request.as_slice())?;
+        }
+        record("prost decode", elapsed_ns(started), spans);
+
+        let started = Instant::now();
+        let batches = requests
+            .iter()
+            .map(|r| protobuf_to_record_batch(r))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        record("convert to Arrow", elapsed_ns(started), spans);
+
+        let started = Instant::now();
+        let files = batches
+            .chunks(per_flush)
+            .map(|flush| encode_batches_sorted(Table::Spans, flush))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        record("flush file encode", elapsed_ns(started), spans);
+        flush_bytes = files.iter().map(|f| f.len()).sum::<usize>();
+
+        let started = Instant::now();
+        for file in &files {
+            decode_parquet(file.clone())?;
+        }
+        record("flush file decode", elapsed_ns(started), spans);
+
+        let started = Instant::now();
+        let (merged, rows) = merge_files(Table::Spans, &files, ROWS_PER_GROUP)?;
+        record("merge", elapsed_ns(started), rows);
+        merged_bytes = merged.len();
+    }
+    let flush_rows = per_flush * SPANS_PER_REQUEST;
+    println!(
+        "{spans} spans; {} flush files of {flush_rows} spans (a merge {} them); medians of {} runs",
+        args.files_per_merge,
+        if flush_rows >= COPY_MIN_ROWS {
+            "copies"
+        } else {
+            "rewrites"
+        },
+        args.runs
+    );
+    for (name, mut values) in stages {
+        values.sort_by(f64::total_cmp);
+        println!("{name:<32} {:>8.0} ns/span", values[values.len() / 2]);
+    }
+    println!(
+        "bytes per span: flush files {:.1}, merged {:.1}",
+        flush_bytes as f64 / spans as f64,
+        merged_bytes as f64 / spans as f64
+    );
+    Ok(())
+}
+
+fn elapsed_ns(started: Instant) -> f64 {
+    started.elapsed().as_nanos() as f64
+}
