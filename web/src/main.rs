@@ -8,6 +8,8 @@ use weft_web::config::{Cli, Command};
 use weft_web::server;
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -55,4 +57,33 @@ fn main() -> ExitCode {
 fn unreachable_serve() -> Command {
     eprintln!("weft: `serve` failed to parse");
     std::process::exit(2)
+}
+
+/// glibc gives new threads their own malloc arenas, up to eight per core, and
+/// memory freed in one arena serves only that arena again: at a steady 10,000
+/// spans/s `weft serve` held 120–167 MiB resident for a heap that peaked at
+/// 36 MB, and 86–88 MiB with two arenas, for the same CPU. glibc reads the
+/// limit only as a process starts, so set it and start again: `exec` keeps
+/// the process id, arguments and the rest of the environment. A
+/// `MALLOC_ARENA_MAX` already set is left as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    const VARIABLE: &str = "MALLOC_ARENA_MAX";
+    if std::env::var_os(VARIABLE).is_some() {
+        return;
+    }
+    let Ok(executable) = std::env::current_exe() else {
+        return;
+    };
+    let mut arguments = std::env::args_os();
+    let mut command = std::process::Command::new(executable);
+    if let Some(name) = arguments.next() {
+        command.arg0(name);
+    }
+    // `exec` returns only if it failed; then run on with glibc's defaults.
+    let error = command.args(arguments).env(VARIABLE, "2").exec();
+    eprintln!(
+        "weft: could not restart with {VARIABLE}=2 ({error}); running with glibc's default arenas"
+    );
 }
