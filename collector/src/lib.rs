@@ -11,6 +11,7 @@
 pub mod compaction;
 pub mod convert;
 mod flush;
+mod gather;
 pub mod grpc;
 pub mod http;
 mod ingest;

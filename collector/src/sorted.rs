@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{
-    SortColumn, SortOptions, interleave, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -29,6 +27,7 @@ use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use weft_schema::{metrics, spans};
 
+use crate::gather::gather;
 use crate::store::{ROWS_PER_GROUP, StoreError, Table, concat, writer_properties};
 
 /// Row groups with at least this many rows are copied by a merge, not
@@ -254,7 +253,7 @@ fn write_sorted<S: ColumnSource + ?Sized>(
         {
             let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
             for chunk in group.chunks(WRITE_CHUNK_ROWS) {
-                let sorted = interleave(&columns, chunk)?;
+                let sorted = gather(&columns, chunk)?;
                 for (writer, leaf) in leaf_writers.iter_mut().zip(compute_leaves(field, &sorted)?) {
                     writer.write(&leaf)?;
                 }
