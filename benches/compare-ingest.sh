@@ -35,7 +35,7 @@ run() {
     out=$("$LOADGEN" --endpoint "http://$GRPC" --server-pid "$WEFT_PID" --data-dir "$DATA/store" \
         --http "http://$HTTP" "$@")
     stop_weft
-    echo "$label $(echo "$out" | grep -E 'spans per second|spans per CPU|CPU seconds|p50|p99|RSS' |
+    echo "$label $(echo "$out" | grep -E 'spans per second|spans per CPU|CPU seconds|p50|p99|RSS|refusals' |
         awk -F'  +' '{printf "%s=%s; ", $1, $2}')"
 }
 

@@ -19,7 +19,11 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tokio::sync::Mutex;
+use tonic::Code;
 use weft_benches::{SPANS_PER_REQUEST, realistic_request};
+
+/// How long an exporter waits after a refusal before sending again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -216,6 +220,7 @@ async fn main() -> Result<(), LoadError> {
                 .await?
                 .max_decoding_message_size(64 << 20);
             let mut sent = 0usize;
+            let mut refused = 0usize;
             let mut local = Vec::new();
             let mut next = Instant::now();
             while Instant::now() < deadline {
@@ -223,22 +228,38 @@ async fn main() -> Result<(), LoadError> {
                     tokio::time::sleep_until(next.into()).await;
                     next += interval;
                 }
-                let mut request = requests[(worker + sent * 7) % requests.len()].clone();
-                // Every span sent is a new span: fresh trace and span ids, so
-                // the store's size and compression are those of real traffic.
-                make_ids_unique(&mut request, ((worker as u64) << 40) | sent as u64);
+                let request = || {
+                    let mut request = requests[(worker + sent * 7) % requests.len()].clone();
+                    // Every span sent is a new span: fresh trace and span ids, so
+                    // the store's size and compression are those of real traffic.
+                    make_ids_unique(&mut request, ((worker as u64) << 40) | sent as u64);
+                    request
+                };
                 let t = Instant::now();
-                client.export(request).await?;
+                // A saturated server refuses with a retryable status; an
+                // exporter backs off and sends the same request again, and
+                // its latency runs until the ack.
+                while let Err(status) = client.export(request()).await {
+                    match status.code() {
+                        Code::Unavailable | Code::ResourceExhausted => {
+                            refused += 1;
+                            tokio::time::sleep(RETRY_BACKOFF).await;
+                        }
+                        _ => return Err(status.into()),
+                    }
+                }
                 local.push(t.elapsed());
                 sent += 1;
             }
             latencies.lock().await.extend(local);
-            Ok::<usize, LoadError>(sent)
+            Ok::<(usize, usize), LoadError>((sent, refused))
         }));
     }
-    let mut sent_requests = 0;
+    let (mut sent_requests, mut refused_requests) = (0, 0);
     for task in tasks {
-        sent_requests += task.await??;
+        let (sent, refused) = task.await??;
+        sent_requests += sent;
+        refused_requests += refused;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let acked_at = Instant::now();
@@ -247,6 +268,7 @@ async fn main() -> Result<(), LoadError> {
     let mut latencies = latencies.lock().await.clone();
     latencies.sort_unstable();
     println!("requests acknowledged     {sent_requests}");
+    println!("refusals (then retried)   {refused_requests}");
     println!("spans acknowledged        {spans}");
     println!("spans per second          {:.0}", spans / elapsed);
     println!(

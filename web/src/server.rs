@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::RwLock;
 use weft_collector::{Collector, CollectorError, Store, StoreError};
@@ -108,6 +109,17 @@ impl Security {
     }
 }
 
+/// Turns off Nagle's algorithm on an accepted connection. With it on, the
+/// last small frame of a response (a gRPC status, say) waits until the
+/// client acknowledges the previous one, and clients delay that
+/// acknowledgement by up to 40 ms: the tail of every acknowledgement's
+/// latency.
+pub(crate) fn send_without_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+}
+
 async fn bind(name: &str, addr: SocketAddr, tls: bool) -> Result<TcpListener, ServerError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -133,6 +145,7 @@ async fn serve_on(
         .map_err(|source| ServerError::Bind { addr, source })?;
     match tls {
         None => {
+            let listener = listener.tap_io(send_without_delay);
             tokio::spawn(log_failure(name.to_owned(), axum::serve(listener, router)));
         }
         Some(config) => {

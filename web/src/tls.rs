@@ -273,7 +273,7 @@ impl TlsListener {
         let (ready_tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             while !ready_tx.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
+                let (mut stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: wait rather than spin.
@@ -282,6 +282,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                crate::server::send_without_delay(&mut stream);
                 let acceptor = config.acceptor();
                 let ready_tx = ready_tx.clone();
                 let name = config.name;
