@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::interleave;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Fields};
 use datafusion::arrow::error::ArrowError;
 
 /// The rows at `positions` ((batch, row) each) of `columns`, one array;
@@ -24,36 +24,49 @@ pub fn gather(
     columns: &[&dyn Array],
     positions: &[(usize, usize)],
 ) -> Result<ArrayRef, ArrowError> {
-    match columns.first().map(|column| column.data_type()) {
-        Some(data_type) if is_text_map(data_type) => {
+    match columns
+        .first()
+        .and_then(|column| text_map_type(column.data_type()))
+    {
+        Some(map_type) => {
             let maps: Vec<&MapArray> = columns.iter().map(|column| column.as_map()).collect();
-            Ok(Arc::new(gather_text_map(&maps, positions)?))
+            Ok(Arc::new(gather_text_map(&maps, positions, map_type)?))
         }
-        _ => interleave(columns, positions),
+        None => interleave(columns, positions),
     }
 }
 
-/// A map with text keys and text values: how attributes are stored.
-fn is_text_map(data_type: &DataType) -> bool {
-    let DataType::Map(entries, _) = data_type else {
-        return false;
+/// The parts of a map with text keys and text values (how attributes are
+/// stored) that a gathered copy is built from.
+struct TextMapType<'a> {
+    entries: &'a FieldRef,
+    entry_fields: &'a Fields,
+    ordered: bool,
+}
+
+fn text_map_type(data_type: &DataType) -> Option<TextMapType<'_>> {
+    let DataType::Map(entries, ordered) = data_type else {
+        return None;
     };
-    let DataType::Struct(fields) = entries.data_type() else {
-        return false;
+    let DataType::Struct(entry_fields) = entries.data_type() else {
+        return None;
     };
-    fields.len() == 2
-        && fields
+    let text = entry_fields.len() == 2
+        && entry_fields
             .iter()
-            .all(|field| field.data_type() == &DataType::Utf8)
+            .all(|field| field.data_type() == &DataType::Utf8);
+    text.then_some(TextMapType {
+        entries,
+        entry_fields,
+        ordered: *ordered,
+    })
 }
 
 fn gather_text_map(
     maps: &[&MapArray],
     positions: &[(usize, usize)],
+    map_type: TextMapType<'_>,
 ) -> Result<MapArray, ArrowError> {
-    let first = maps.first().ok_or_else(|| {
-        ArrowError::InvalidArgumentError("no maps to gather rows from".to_owned())
-    })?;
     let keys: Vec<&StringArray> = maps.iter().map(|map| map.keys().as_string()).collect();
     let values: Vec<&StringArray> = maps.iter().map(|map| map.values().as_string()).collect();
 
@@ -78,14 +91,8 @@ fn gather_text_map(
         map_offsets.push(offset(gathered_keys.len())?);
     }
 
-    let DataType::Map(entries_field, ordered) = first.data_type() else {
-        unreachable!("gather_text_map is only called for maps");
-    };
-    let DataType::Struct(entry_fields) = entries_field.data_type() else {
-        unreachable!("a map's entries are a struct");
-    };
     let entries = StructArray::try_new(
-        entry_fields.clone(),
+        map_type.entry_fields.clone(),
         vec![
             Arc::new(gathered_keys.finish()?),
             Arc::new(gathered_values.finish()?),
@@ -93,11 +100,11 @@ fn gather_text_map(
         None,
     )?;
     MapArray::try_new(
-        Arc::clone(entries_field),
+        Arc::clone(map_type.entries),
         OffsetBuffer::new(ScalarBuffer::from(map_offsets)),
         entries,
         map_nulls.finish(),
-        *ordered,
+        map_type.ordered,
     )
 }
 
@@ -203,7 +210,7 @@ mod tests {
     fn gathered_text_maps_equal_what_interleave_gives() -> Result<(), ArrowError> {
         let columns = [maps("a", 30)?, maps("b", 12)?, maps("c", 40)?];
         let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
-        assert!(is_text_map(columns[0].data_type()));
+        assert!(text_map_type(columns[0].data_type()).is_some());
         // Runs of one batch, single rows, rows out of order, a batch's last row.
         let positions: Vec<(usize, usize)> = [
             (0, 0..4),

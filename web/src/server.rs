@@ -120,6 +120,13 @@ pub(crate) fn send_without_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// `listener`, its connections accepted with Nagle's algorithm off.
+fn without_delay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(send_without_delay)
+}
+
 async fn bind(name: &str, addr: SocketAddr, tls: bool) -> Result<TcpListener, ServerError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -145,7 +152,7 @@ async fn serve_on(
         .map_err(|source| ServerError::Bind { addr, source })?;
     match tls {
         None => {
-            let listener = listener.tap_io(send_without_delay);
+            let listener = without_delay(listener);
             tokio::spawn(log_failure(name.to_owned(), axum::serve(listener, router)));
         }
         Some(config) => {
@@ -387,4 +394,22 @@ pub async fn sql(args: SqlArgs) -> Result<String, ServerError> {
         );
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn plain_connections_are_accepted_without_delay() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut listener = without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await?;
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay()?, "Nagle's algorithm is still on");
+        Ok(())
+    }
 }
