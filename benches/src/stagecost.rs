@@ -51,6 +51,7 @@ fn main() -> Result<()> {
             None => stages.push((name, vec![per_span])),
         }
     };
+    let buffered = buffered_bytes(&requests)?;
     let mut flush_bytes = 0;
     let mut merged_bytes = 0;
     for _ in 0..args.runs {
@@ -106,7 +107,67 @@ fn main() -> Result<()> {
         flush_bytes as f64 / spans as f64,
         merged_bytes as f64 / spans as f64
     );
+    println!(
+        "bytes per buffered span: protobuf {:.0}, Arrow allocated {:.0}, Arrow used {:.0}",
+        buffered.protobuf as f64 / spans as f64,
+        buffered.allocated as f64 / spans as f64,
+        buffered.used as f64 / spans as f64,
+    );
+    for (column, allocated, used) in buffered.columns {
+        println!(
+            "  {column:<30} allocated {:>6.0}, used {:>6.0}",
+            allocated as f64 / spans as f64,
+            used as f64 / spans as f64
+        );
+    }
     Ok(())
+}
+
+/// What the collector's buffer holds for the requests until a flush: their
+/// Arrow batches (as allocated, and the bytes their values need), beside the
+/// protobuf bytes they came as.
+struct Buffered {
+    protobuf: usize,
+    allocated: usize,
+    used: usize,
+    columns: Vec<(String, usize, usize)>,
+}
+
+fn buffered_bytes(requests: &[Vec<u8>]) -> Result<Buffered> {
+    let mut buffered = Buffered {
+        protobuf: requests.iter().map(Vec::len).sum(),
+        allocated: 0,
+        used: 0,
+        columns: Vec::new(),
+    };
+    for request in requests {
+        let batch = protobuf_to_record_batch(request)?;
+        buffered.allocated += batch.get_array_memory_size();
+        for (index, field) in batch.schema().fields().iter().enumerate() {
+            let column = batch.column(index);
+            let allocated = column.get_array_memory_size();
+            let used = column.to_data().get_slice_memory_size()?;
+            buffered.used += used;
+            match buffered
+                .columns
+                .iter_mut()
+                .find(|(name, ..)| name == field.name())
+            {
+                Some((_, a, u)) => {
+                    *a += allocated;
+                    *u += used;
+                }
+                None => buffered
+                    .columns
+                    .push((field.name().clone(), allocated, used)),
+            }
+        }
+    }
+    buffered
+        .columns
+        .sort_by_key(|(_, allocated, _)| std::cmp::Reverse(*allocated));
+    buffered.columns.truncate(12);
+    Ok(buffered)
 }
 
 fn elapsed_ns(started: Instant) -> f64 {

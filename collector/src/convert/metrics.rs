@@ -573,7 +573,7 @@ impl MetricBatchBuilder {
             scope_attributes,
             scope_attribute_types,
         ];
-        RecordBatch::try_new(metrics::schema(), columns)
+        super::fitted_batch(metrics::schema(), columns)
     }
 }
 

@@ -9,3 +9,24 @@ pub mod validate;
 pub mod wire;
 
 pub use hex::hex;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+
+/// `columns` as a batch of `schema`, each buffer cut down to what its values use.
+///
+/// Builders grow by doubling from guessed capacities, so a fresh batch held
+/// 1.75 times the bytes its values need (1,963 against 1,124 per span of the
+/// ingest benchmark's requests, 4.5 times their protobuf). A batch waits for
+/// its flush in memory, so that slack was most of the collector's memory at
+/// a steady rate, and counted against its memory limit.
+pub(crate) fn fitted_batch(
+    schema: SchemaRef,
+    mut columns: Vec<ArrayRef>,
+) -> Result<RecordBatch, ArrowError> {
+    for column in &mut columns {
+        column.shrink_to_fit();
+    }
+    RecordBatch::try_new(schema, columns)
+}

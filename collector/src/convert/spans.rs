@@ -545,7 +545,7 @@ impl SpanBatchBuilder {
             Arc::new(self.scope_dropped_attributes_count.finish()),
             Arc::new(self.scope_schema_url.finish()),
         ]);
-        RecordBatch::try_new(spans::schema(), columns)
+        super::fitted_batch(spans::schema(), columns)
     }
 }
 
@@ -766,5 +766,34 @@ mod tests {
             }
             other => panic!("expected an invalid span, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_converted_batch_holds_about_the_bytes_its_values_need() -> TestResult {
+        // Many spans, so that builders grow past their first capacities.
+        let mut request = every_field();
+        let scope_spans = &mut request.resource_spans[0].scope_spans[0];
+        let span = scope_spans.spans[0].clone();
+        scope_spans.spans = (0..300u32)
+            .map(|i| Span {
+                name: format!("span {i}"),
+                attributes: span.attributes[..(i % 7) as usize].to_vec(),
+                events: span.events[..(i % 2) as usize].to_vec(),
+                ..span.clone()
+            })
+            .collect();
+        let batch = to_record_batch(&request)?;
+        assert_eq!(batch.num_rows(), 300);
+        let mut used = 0;
+        for column in batch.columns() {
+            used += column.to_data().get_slice_memory_size()?;
+        }
+        let allocated = batch.get_array_memory_size();
+        // Only the arrays' own structs and a few aligned tails on top of the values.
+        assert!(
+            allocated <= used + used / 10,
+            "{allocated} bytes allocated for {used} bytes of values"
+        );
+        Ok(())
     }
 }
