@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use weft_benches::{SPANS_PER_REQUEST, realistic_request};
 use weft_collector::convert::spans::protobuf_to_record_batch;
-use weft_collector::sorted::{COPY_MIN_ROWS, encode_batches_sorted, merge_files};
+use weft_collector::sorted::{COPY_MIN_ROWS, encode_batches_sorted, merge_in_memory};
 use weft_collector::store::{ROWS_PER_GROUP, Table, decode_parquet};
 
 #[derive(Parser)]
@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         record("flush file decode", elapsed_ns(started), spans);
 
         let started = Instant::now();
-        let (merged, rows) = merge_files(Table::Spans, &files, ROWS_PER_GROUP)?;
+        let (merged, rows) = merge_in_memory(Table::Spans, &files, ROWS_PER_GROUP)?;
         record("merge", elapsed_ns(started), rows);
         merged_bytes = merged.len();
     }

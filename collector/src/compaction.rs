@@ -3,8 +3,10 @@
 //!
 //! A merge never loses or duplicates a row, even if killed midway: before the
 //! merged file is written, a journal naming it and its inputs is made durable.
-//! At start, an unfinished journal is completed: if the merged file exists its
-//! inputs are deleted, otherwise the inputs are left as they were.
+//! The merged file is written beside its inputs as `<name>.partial` and renamed
+//! into place when complete. At start, an unfinished journal is completed: if
+//! the merged file exists its inputs are deleted, otherwise the inputs are left
+//! as they were and the partial file is removed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use weft_schema::layout;
 
-use crate::sorted::merge_files;
+use crate::sorted::merge_into_file;
 use crate::store::{ROWS_PER_GROUP, Store, StoreError, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,19 @@ impl Compactor {
                     self.store.delete(input).await?;
                 }
                 tracing::info!(output = %journal.output, inputs = journal.inputs.len(), "finished an interrupted compaction");
+            } else {
+                let partial = self.partial_path(&journal.output);
+                match std::fs::remove_file(&partial) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(StoreError::Io {
+                            path: partial,
+                            source,
+                        }
+                        .into());
+                    }
+                }
             }
         }
         std::fs::remove_file(&path).map_err(|source| CompactionError::Journal { path, source })
@@ -238,6 +253,12 @@ impl Compactor {
         Ok(())
     }
 
+    /// Where a merge writes its output until it is complete: a name no
+    /// listing takes for a data file.
+    fn partial_path(&self, output: &str) -> PathBuf {
+        self.store.file_path(&format!("{output}.partial"))
+    }
+
     async fn merge(
         &self,
         table: Table,
@@ -245,24 +266,39 @@ impl Compactor {
         inputs: &[ObjectMeta],
         now: DateTime<Utc>,
     ) -> Result<(), CompactionError> {
-        let mut files = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            files.push(self.store.read_bytes(input.location.as_ref()).await?);
-        }
-        let (merged, rows) =
-            tokio::task::spawn_blocking(move || merge_files(table, &files, ROWS_PER_GROUP))
-                .await
-                .map_err(StoreError::from)??;
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
         let output = format!("{dir}/{}", layout::compacted_file_name(now, unique));
         let journal = Journal {
             output: output.clone(),
             inputs: inputs.iter().map(|f| f.location.to_string()).collect(),
         };
+        // Before the output exists, so a crash midway leaves its partial file
+        // to be removed at start.
         self.write_journal(&journal)?;
+        let input_files: Vec<PathBuf> = journal
+            .inputs
+            .iter()
+            .map(|input| self.store.file_path(input))
+            .collect();
+        let partial = self.partial_path(&output);
+        let written = partial.clone();
+        let merged = tokio::task::spawn_blocking(move || {
+            merge_into_file(table, &input_files, &written, ROWS_PER_GROUP)
+        })
+        .await
+        .map_err(StoreError::from)?;
+        let rows = match merged {
+            Ok(rows) => rows,
+            Err(error) => {
+                // The inputs are untouched; nothing of this merge stays.
+                let _ = std::fs::remove_file(&partial);
+                let _ = std::fs::remove_file(self.journal_path());
+                return Err(error.into());
+            }
+        };
         {
             let _writing = self.store_lock.write().await;
-            self.store.write_encoded(&output, merged).await?;
+            self.store.publish(&partial, &output)?;
             for input in &journal.inputs {
                 self.store.delete(input).await?;
             }
@@ -462,17 +498,21 @@ mod tests {
         let output = format!("{HOUR}/c-merged.parquet");
         let compactor = compactor(dir.path(), &store);
 
-        // Killed after the journal, before the merged file: the inputs stay.
+        // Killed after the journal, while the merged file was being written:
+        // the inputs stay and the half-written file goes.
         compactor.write_journal(&Journal {
             output: output.clone(),
             inputs: inputs.clone(),
         })?;
+        let partial = compactor.partial_path(&output);
+        std::fs::write(&partial, b"PAR1 half a merge")?;
         compactor.recover().await?;
         assert_eq!(
             rows_in(&store, &store.list(Table::Spans.dir()).await?).await?,
             6
         );
         assert!(!compactor.journal_path().exists());
+        assert!(!partial.exists());
 
         // Killed after the merged file, before the inputs were deleted: they go.
         compactor.write_journal(&Journal {

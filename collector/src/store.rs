@@ -72,12 +72,12 @@ impl Table {
     }
 }
 
-/// Handle to the store: an object store plus, when it is a local directory, that
-/// directory (so written files can be fsynced).
+/// Handle to the store: a local directory, as an object store (for DataFusion)
+/// and as files (to fsync them, and for merges to stream).
 #[derive(Debug, Clone)]
 pub struct Store {
     objects: Arc<dyn ObjectStore>,
-    local_root: Option<PathBuf>,
+    root: PathBuf,
 }
 
 impl Store {
@@ -94,7 +94,7 @@ impl Store {
         let objects = LocalFileSystem::new_with_prefix(&root)?;
         Ok(Self {
             objects: Arc::new(objects),
-            local_root: Some(root),
+            root,
         })
     }
 
@@ -102,9 +102,20 @@ impl Store {
         Arc::clone(&self.objects)
     }
 
-    /// The local directory behind the store, if it is one.
-    pub fn local_root(&self) -> Option<&std::path::Path> {
-        self.local_root.as_deref()
+    /// The file behind a store path.
+    pub fn file_path(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Moves a finished, fsynced file written beside the store's files to
+    /// `path`, durably.
+    pub fn publish(&self, written: &std::path::Path, path: &str) -> Result<(), StoreError> {
+        let target = self.file_path(path);
+        std::fs::rename(written, &target).map_err(|source| StoreError::Io {
+            path: target.clone(),
+            source,
+        })?;
+        sync_parent(&target)
     }
 
     /// Every Parquet file under `prefix`.
@@ -185,22 +196,9 @@ impl Store {
     /// The object store renames a finished file into place but does not fsync;
     /// the write-ahead log is deleted after this, so the file must be on disk.
     fn sync_local(&self, path: &str) -> Result<(), StoreError> {
-        let Some(root) = &self.local_root else {
-            return Ok(());
-        };
-        let file = root.join(path);
-        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-        sync(&file).map_err(|source| StoreError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        if let Some(parent) = file.parent() {
-            sync(parent).map_err(|source| StoreError::Io {
-                path: parent.to_owned(),
-                source,
-            })?;
-        }
-        Ok(())
+        let file = self.file_path(path);
+        sync_path(&file)?;
+        sync_parent(&file)
     }
 
     /// A file's bytes as stored.
@@ -223,6 +221,23 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+fn sync_path(path: &std::path::Path) -> Result<(), StoreError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Makes a file's name (a rename or a creation) durable.
+fn sync_parent(file: &std::path::Path) -> Result<(), StoreError> {
+    match file.parent() {
+        Some(parent) => sync_path(parent),
+        None => Ok(()),
     }
 }
 
