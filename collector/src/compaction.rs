@@ -434,6 +434,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_merge_that_fails_leaves_its_inputs_and_nothing_else() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::local(&dir.path().join("store"))?;
+        for (segment, first) in [(1, 30), (2, 1)] {
+            store
+                .write_parquet(
+                    Table::Spans,
+                    &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)),
+                    vec![batch(first, 5)?],
+                )
+                .await?;
+        }
+        // A file that is not Parquet (a disk error, a stray copy).
+        let broken = store.file_path(&format!("{HOUR}/{}", layout::flush_file_name(3, 0)));
+        std::fs::write(&broken, b"not parquet at all")?;
+        let before: Vec<_> = std::fs::read_dir(store.file_path(HOUR))?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+
+        let compactor = compactor(dir.path(), &store);
+        let now = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 600_000_000_000);
+        assert!(compactor.run_once(now).await.is_err());
+
+        let mut after: Vec<_> = std::fs::read_dir(store.file_path(HOUR))?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        let mut before = before;
+        before.sort();
+        after.sort();
+        assert_eq!(after, before, "no partial file, no input gone");
+        assert!(!compactor.journal_path().exists());
+        let readable: Vec<_> = store
+            .list(Table::Spans.dir())
+            .await?
+            .into_iter()
+            .filter(|f| {
+                !f.location
+                    .as_ref()
+                    .ends_with(layout::flush_file_name(3, 0).as_str())
+            })
+            .collect();
+        assert_eq!(rows_in(&store, &readable).await?, 10);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_finished_hours_lone_flush_file_is_rewritten_as_merged() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = Store::local(&dir.path().join("store"))?;
