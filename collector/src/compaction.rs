@@ -398,11 +398,9 @@ mod tests {
         Ok(rows)
     }
 
-    #[tokio::test]
-    async fn small_files_merge_into_one_sorted_file_with_every_row() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let store = Store::local(&dir.path().join("store"))?;
-        for (segment, first) in [(1, 30), (2, 1), (3, 10)] {
+    /// A flush file of 5 spans in `HOUR` for each (WAL segment, first span).
+    async fn write_flush_files(store: &Store, files: &[(u64, u8)]) -> TestResult {
+        for &(segment, first) in files {
             store
                 .write_parquet(
                     Table::Spans,
@@ -411,6 +409,14 @@ mod tests {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn small_files_merge_into_one_sorted_file_with_every_row() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::local(&dir.path().join("store"))?;
+        write_flush_files(&store, &[(1, 30), (2, 1), (3, 10)]).await?;
         let now = DateTime::<Utc>::from_timestamp_nanos(START_NS as i64 + 600_000_000_000);
         compactor(dir.path(), &store).run_once(now).await?;
         let files = store.list(Table::Spans.dir()).await?;
@@ -437,15 +443,7 @@ mod tests {
     async fn a_merge_that_fails_leaves_its_inputs_and_nothing_else() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = Store::local(&dir.path().join("store"))?;
-        for (segment, first) in [(1, 30), (2, 1)] {
-            store
-                .write_parquet(
-                    Table::Spans,
-                    &format!("{HOUR}/{}", layout::flush_file_name(segment, 0)),
-                    vec![batch(first, 5)?],
-                )
-                .await?;
-        }
+        write_flush_files(&store, &[(1, 30), (2, 1)]).await?;
         // A file that is not Parquet (a disk error, a stray copy).
         let broken = store.file_path(&format!("{HOUR}/{}", layout::flush_file_name(3, 0)));
         std::fs::write(&broken, b"not parquet at all")?;
