@@ -17,8 +17,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use weft_benches::{SPANS_PER_REQUEST, realistic_request};
 use weft_collector::convert::spans::protobuf_to_record_batch;
-use weft_collector::sorted::{COPY_MIN_ROWS, encode_batches_sorted, merge_in_memory};
-use weft_collector::store::{ROWS_PER_GROUP, Table, decode_parquet};
+use datafusion::parquet::arrow::ArrowWriter;
+use weft_collector::sorted::{
+    COPY_MIN_ROWS, encode_batches_sorted, merge_in_memory, sort_for_storage,
+};
+use weft_collector::store::{ROWS_PER_GROUP, Table, decode_parquet, writer_properties};
 
 #[derive(Parser)]
 struct Args {
@@ -30,6 +33,9 @@ struct Args {
     files_per_merge: usize,
     #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// Also time each column's share of a flush file's encoding.
+    #[arg(long)]
+    per_column: bool,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -118,6 +124,48 @@ fn main() -> Result<()> {
             "  {column:<30} allocated {:>6.0}, used {:>6.0}",
             allocated as f64 / spans as f64,
             used as f64 / spans as f64
+        );
+    }
+    if args.per_column {
+        print_column_costs(&requests[..per_flush.min(requests.len())], args.runs)?;
+    }
+    Ok(())
+}
+
+/// Each top-level column of one flush file encoded alone (sorted as a flush
+/// sorts), median nanoseconds and bytes per span, costliest first.
+fn print_column_costs(requests: &[Vec<u8>], runs: usize) -> Result<()> {
+    let batches = requests
+        .iter()
+        .map(|r| protobuf_to_record_batch(r))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let sorted = sort_for_storage(Table::Spans, batches)?;
+    let spans = sorted.num_rows();
+    let mut costs = Vec::new();
+    for (index, field) in sorted.schema().fields().iter().enumerate() {
+        let column = sorted.project(&[index])?;
+        let mut nanos = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..runs {
+            let started = Instant::now();
+            let props = writer_properties(Table::Spans, spans)?;
+            let mut out = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut out, column.schema(), Some(props))?;
+            writer.write(&column)?;
+            writer.close()?;
+            nanos.push(elapsed_ns(started) / spans as f64);
+            bytes = out.len();
+        }
+        nanos.sort_by(f64::total_cmp);
+        costs.push((field.name().clone(), nanos[nanos.len() / 2], bytes));
+    }
+    costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = costs.iter().map(|c| c.1).sum();
+    println!("each column encoded alone ({spans} spans, sorted): {total:.0} ns/span in all");
+    for (name, nanos, bytes) in costs {
+        println!(
+            "  {name:<30} {nanos:>6.0} ns/span {:>6.1} bytes/span",
+            bytes as f64 / spans as f64
         );
     }
     Ok(())

@@ -11,7 +11,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -20,7 +20,9 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use weft_schema::{ATTRIBUTE_MAP_ENTRIES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans};
+use weft_schema::{
+    ATTRIBUTE_MAP_ENTRIES, ATTRIBUTE_MAP_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -276,22 +278,62 @@ pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, 
         builder = builder
             .set_column_bloom_filter_enabled(trace_id.clone(), true)
             .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-            .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, ROWS_PER_GROUP) as u64)
-            // Span ids are unique: a dictionary only costs.
-            .set_column_dictionary_enabled(ColumnPath::from(spans::SPAN_ID), false);
+            .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, ROWS_PER_GROUP) as u64);
     }
-    // No reader prunes by the minimum and maximum of an attribute map's keys
-    // or values, and computing them compares every string written (about a
-    // tenth of the encoding time).
     let parquet_schema = ArrowSchemaConverter::new().convert(&table.schema())?;
     for leaf in parquet_schema.columns() {
-        let parts = leaf.path().parts();
+        let path = leaf.path();
+        let parts = path.parts();
+        // No reader prunes by the minimum and maximum of an attribute map's
+        // keys or values, and computing them compares every string written
+        // (about a tenth of the encoding time).
         if parts.len() >= 2 && parts[parts.len() - 2] == ATTRIBUTE_MAP_ENTRIES {
-            builder =
-                builder.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+            builder = builder.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
+        if table == Table::Spans
+            && let Some(encoding) = span_encoding_without_dictionary(parts)
+        {
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path.clone(), encoding);
         }
     }
     Ok(builder.build())
+}
+
+/// The encoding of a `spans` column whose values a dictionary does not pay
+/// for, by its leaf path; `None` keeps the default (a dictionary, plain when
+/// it grows too large). The default looks every value up in a hash table
+/// first, which was a tenth of a flush's encoding. Each column of a flush of
+/// the ingest benchmark's spans encoded alone, before and after
+/// (`weft-stagecost --per-column`, ns and bytes per span):
+///
+/// - ids (hex of random bytes, nothing to share): delta-encoded lengths
+///   (the lengths are all the same) and the text as it is: `span_id` 71 ns /
+///   8.8 B to 35 / 8.2, `parent_span_id` 96 / 9.1 to 38 / 7.2, `trace_id`
+///   2.6 to 2.3 B.
+/// - times and durations (nearly all distinct): differences between
+///   neighbours, bit-packed: `start_time` 43 / 7.4 to 17 / 4.2, `end_time`
+///   51 / 6.9 to 18 / 4.2, `duration_ns` 53 / 5.4 to 17 / 3.5, event times
+///   0.8 B less.
+/// - attribute keys: few distinct, but zstd finds their repeats as well as a
+///   dictionary does, for less: `attributes` 467 to 420 ns (8.9 to 9.0 B).
+fn span_encoding_without_dictionary(parts: &[String]) -> Option<Encoding> {
+    let leaf = parts.last()?.as_str();
+    let parent = parts.len().checked_sub(2).map(|i| parts[i].as_str());
+    match (parent, leaf) {
+        (_, spans::TRACE_ID | spans::SPAN_ID | spans::PARENT_SPAN_ID) => {
+            Some(Encoding::DELTA_LENGTH_BYTE_ARRAY)
+        }
+        (None, spans::START_TIME | spans::END_TIME | spans::DURATION_NS) => {
+            Some(Encoding::DELTA_BINARY_PACKED)
+        }
+        (Some(_), spans::event::TIME) if parts[0] == spans::EVENTS => {
+            Some(Encoding::DELTA_BINARY_PACKED)
+        }
+        (Some(ATTRIBUTE_MAP_ENTRIES), ATTRIBUTE_MAP_KEY) => Some(Encoding::PLAIN),
+        _ => None,
+    }
 }
 
 /// `batches` as one Parquet file, rows in the order given.
@@ -403,6 +445,54 @@ mod tests {
                 .ok_or(path)?;
             assert!(column.statistics().is_none(), "{path} has statistics");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn ids_times_and_attribute_keys_are_written_without_a_dictionary()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bytes = encode_parquet(Table::Spans, &[spans(3)?])?;
+        let reader = SerializedFileReader::new(bytes.clone())?;
+        let row_group = reader.metadata().row_group(0);
+        let encodings = |path: &str| -> Result<Vec<Encoding>, String> {
+            let column = row_group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .ok_or(path.to_owned())?;
+            assert!(
+                column.dictionary_page_offset().is_none(),
+                "{path} has a dictionary"
+            );
+            Ok(column.encodings().collect())
+        };
+        for (path, encoding) in [
+            (spans::SPAN_ID, Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            (spans::TRACE_ID, Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            (spans::PARENT_SPAN_ID, Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            ("links.list.item.span_id", Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            (spans::START_TIME, Encoding::DELTA_BINARY_PACKED),
+            (spans::END_TIME, Encoding::DELTA_BINARY_PACKED),
+            (spans::DURATION_NS, Encoding::DELTA_BINARY_PACKED),
+            ("events.list.item.time", Encoding::DELTA_BINARY_PACKED),
+            ("attributes.entries.key", Encoding::PLAIN),
+            ("resource_attributes.entries.key", Encoding::PLAIN),
+        ] {
+            assert!(
+                encodings(path)?.contains(&encoding),
+                "{path} is not {encoding:?}"
+            );
+        }
+        // Repetitive text keeps its dictionary.
+        let name = row_group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == spans::NAME)
+            .ok_or("no name")?;
+        assert!(name.dictionary_page_offset().is_some());
+        // And every value reads back as written.
+        let read = concat(Table::Spans, &decode_parquet(bytes)?)?;
+        assert_eq!(read, spans(3)?);
         Ok(())
     }
 

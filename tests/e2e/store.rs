@@ -200,12 +200,19 @@ async fn small_files_are_compacted_old_hours_deleted_and_duckdb_reads_the_files(
         1200
     );
 
+    // Every encoding the files use (delta-encoded ids and times, plain
+    // attribute keys, dictionaries) read by another Parquet reader.
     let duck = duckdb_query(
         &weft.data_dir,
-        "SELECT count(*), count(DISTINCT span_id), min(service_name), max(len(events)), \
-         max(resource_attributes['service.name']) FROM read_parquet('spans/**/*.parquet')",
+        "SELECT count(*), count(DISTINCT span_id), count(DISTINCT trace_id), \
+         min(service_name), max(len(events)), max(resource_attributes['service.name']), \
+         sum(duration_ns), count(*) FILTER (WHERE epoch_ns(end_time) - epoch_ns(start_time) = 5000) \
+         FROM read_parquet('spans/**/*.parquet')",
     )?;
-    assert_eq!(duck, "[(1200, 1200, 'compacted', 0, 'compacted')]");
+    assert_eq!(
+        duck,
+        "[(1200, 1200, 1200, 'compacted', 0, 'compacted', 6000000, 1200)]"
+    );
     Ok(())
 }
 
