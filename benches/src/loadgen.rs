@@ -117,7 +117,11 @@ fn now_nanos() -> u64 {
 }
 
 /// Stamps `stamp` into the ids, keeping spans of one trace together.
-fn make_ids_unique(request: &mut ExportTraceServiceRequest, stamp: u64) {
+/// Makes a copy of a pre-built request new spans: fresh ids (`stamp`), and
+/// times moved on by `elapsed_ns` since the requests were built, as an
+/// exporter sends spans that just ended. Times repeated from request to
+/// request would flatter the store's size (a dictionary would hold them).
+fn make_spans_new(request: &mut ExportTraceServiceRequest, stamp: u64, elapsed_ns: u64) {
     let stamp = stamp.to_le_bytes();
     for span in request
         .resource_spans
@@ -133,6 +137,11 @@ fn make_ids_unique(request: &mut ExportTraceServiceRequest, stamp: u64) {
             for (byte, s) in id.iter_mut().zip(stamp) {
                 *byte ^= s;
             }
+        }
+        span.start_time_unix_nano += elapsed_ns;
+        span.end_time_unix_nano += elapsed_ns;
+        for event in &mut span.events {
+            event.time_unix_nano += elapsed_ns;
         }
     }
 }
@@ -194,6 +203,7 @@ async fn main() -> Result<(), LoadError> {
             .map(|i| realistic_request(i as u64 + now, now))
             .collect(),
     );
+    let built = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let before_count = match &args.http {
         Some(http) => count_spans(http).await?,
@@ -232,7 +242,11 @@ async fn main() -> Result<(), LoadError> {
                     let mut request = requests[(worker + sent * 7) % requests.len()].clone();
                     // Every span sent is a new span: fresh trace and span ids, so
                     // the store's size and compression are those of real traffic.
-                    make_ids_unique(&mut request, ((worker as u64) << 40) | sent as u64);
+                    make_spans_new(
+                        &mut request,
+                        ((worker as u64) << 40) | sent as u64,
+                        built.elapsed().as_nanos() as u64,
+                    );
                     request
                 };
                 let t = Instant::now();
