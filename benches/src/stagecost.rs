@@ -13,11 +13,11 @@
 use std::time::Instant;
 
 use clap::Parser;
+use datafusion::parquet::arrow::ArrowWriter;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use weft_benches::{SPANS_PER_REQUEST, realistic_request};
 use weft_collector::convert::spans::protobuf_to_record_batch;
-use datafusion::parquet::arrow::ArrowWriter;
 use weft_collector::sorted::{
     COPY_MIN_ROWS, encode_batches_sorted, merge_in_memory, sort_for_storage,
 };
