@@ -304,7 +304,10 @@ pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, 
 /// The encoding of a `spans` column whose values a dictionary does not pay
 /// for, by its leaf path; `None` keeps the default (a dictionary, plain when
 /// it grows too large). The default looks every value up in a hash table
-/// first, which was a tenth of a flush's encoding. Each column of a flush of
+/// first: a fifth of a flush file's encoding, 8 % of the server's CPU at
+/// 10,000 spans/s. The price: the Parquet crate's delta encoders each
+/// allocate 1 MiB up front, and glibc keeps those blocks, so RSS at 10,000
+/// spans/s rose by about 20 MiB (README, Performance). Each column of a flush of
 /// the ingest benchmark's spans encoded alone, before and after
 /// (`weft-stagecost --per-column`, ns and bytes per span):
 ///
