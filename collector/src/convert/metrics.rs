@@ -54,7 +54,7 @@ pub fn to_record_batch(request: &ExportMetricsServiceRequest) -> Result<RecordBa
         );
         for scope_metrics in &resource_metrics.scope_metrics {
             for metric in &scope_metrics.metrics {
-                builder.append_metric(&resource, scope_metrics.scope.as_ref(), metric);
+                builder.append_metric(&resource, scope_metrics.scope.as_ref(), metric)?;
             }
         }
     }
@@ -282,8 +282,10 @@ impl MetricBatchBuilder {
         resource: &ResourceContext<'_>,
         scope: Option<&InstrumentationScope>,
         metric: &Metric,
-    ) {
-        let Some(data) = &metric.data else { return };
+    ) -> Result<(), ArrowError> {
+        let Some(data) = &metric.data else {
+            return Ok(());
+        };
         let context = |metric_type, temporality: Option<i32>, is_monotonic| MetricContext {
             resource,
             scope,
@@ -296,7 +298,7 @@ impl MetricBatchBuilder {
             Data::Gauge(gauge) => {
                 let ctx = context(metric_type::GAUGE, None, None);
                 for p in &gauge.data_points {
-                    self.append_number(&ctx, p);
+                    self.append_number(&ctx, p)?;
                 }
             }
             Data::Sum(sum) => {
@@ -306,7 +308,7 @@ impl MetricBatchBuilder {
                     Some(sum.is_monotonic),
                 );
                 for p in &sum.data_points {
-                    self.append_number(&ctx, p);
+                    self.append_number(&ctx, p)?;
                 }
             }
             Data::Histogram(h) => {
@@ -316,7 +318,7 @@ impl MetricBatchBuilder {
                     None,
                 );
                 for p in &h.data_points {
-                    self.append_histogram(&ctx, p);
+                    self.append_histogram(&ctx, p)?;
                 }
             }
             Data::ExponentialHistogram(h) => {
@@ -326,19 +328,24 @@ impl MetricBatchBuilder {
                     None,
                 );
                 for p in &h.data_points {
-                    self.append_exponential(&ctx, p);
+                    self.append_exponential(&ctx, p)?;
                 }
             }
             Data::Summary(s) => {
                 let ctx = context(metric_type::SUMMARY, None, None);
                 for p in &s.data_points {
-                    self.append_summary(&ctx, p);
+                    self.append_summary(&ctx, p)?;
                 }
             }
         }
+        Ok(())
     }
 
-    fn append_number(&mut self, ctx: &MetricContext<'_>, p: &NumberDataPoint) {
+    fn append_number(
+        &mut self,
+        ctx: &MetricContext<'_>,
+        p: &NumberDataPoint,
+    ) -> Result<(), ArrowError> {
         let (value, value_int) = match p.value {
             Some(number_data_point::Value::AsDouble(d)) => (Some(d), None),
             Some(number_data_point::Value::AsInt(i)) => (Some(i as f64), Some(i)),
@@ -359,10 +366,14 @@ impl MetricBatchBuilder {
                 value_int,
                 ..Default::default()
             },
-        );
+        )
     }
 
-    fn append_histogram(&mut self, ctx: &MetricContext<'_>, p: &HistogramDataPoint) {
+    fn append_histogram(
+        &mut self,
+        ctx: &MetricContext<'_>,
+        p: &HistogramDataPoint,
+    ) -> Result<(), ArrowError> {
         let common = PointCommon {
             attributes: &p.attributes,
             start_time_unix_nano: p.start_time_unix_nano,
@@ -379,10 +390,14 @@ impl MetricBatchBuilder {
             explicit_bounds: Some(&p.explicit_bounds),
             ..Default::default()
         };
-        self.append_row(ctx, &common, values);
+        self.append_row(ctx, &common, values)
     }
 
-    fn append_exponential(&mut self, ctx: &MetricContext<'_>, p: &ExponentialHistogramDataPoint) {
+    fn append_exponential(
+        &mut self,
+        ctx: &MetricContext<'_>,
+        p: &ExponentialHistogramDataPoint,
+    ) -> Result<(), ArrowError> {
         let common = PointCommon {
             attributes: &p.attributes,
             start_time_unix_nano: p.start_time_unix_nano,
@@ -402,10 +417,14 @@ impl MetricBatchBuilder {
             negative: p.negative.as_ref(),
             ..Default::default()
         };
-        self.append_row(ctx, &common, values);
+        self.append_row(ctx, &common, values)
     }
 
-    fn append_summary(&mut self, ctx: &MetricContext<'_>, p: &SummaryDataPoint) {
+    fn append_summary(
+        &mut self,
+        ctx: &MetricContext<'_>,
+        p: &SummaryDataPoint,
+    ) -> Result<(), ArrowError> {
         let common = PointCommon {
             attributes: &p.attributes,
             start_time_unix_nano: p.start_time_unix_nano,
@@ -424,7 +443,7 @@ impl MetricBatchBuilder {
             ),
             ..Default::default()
         };
-        self.append_row(ctx, &common, values);
+        self.append_row(ctx, &common, values)
     }
 
     fn append_row(
@@ -432,7 +451,7 @@ impl MetricBatchBuilder {
         ctx: &MetricContext<'_>,
         common: &PointCommon<'_>,
         v: PointValues<'_>,
-    ) {
+    ) -> Result<(), ArrowError> {
         self.service_name.append_value(&ctx.resource.service_name);
         self.metric_name.append_value(&ctx.metric.name);
         self.metric_description
@@ -500,7 +519,7 @@ impl MetricBatchBuilder {
         self.exemplars.append(common.exemplars);
         self.attributes.append(common.attributes);
         self.resource_attributes
-            .append_rendered(&ctx.resource.rendered);
+            .append_shared(&ctx.resource.attributes)?;
         self.resource_schema_url
             .append_option(non_empty(ctx.resource.schema_url));
         self.scope_name
@@ -512,6 +531,7 @@ impl MetricBatchBuilder {
                 .map(|s| s.attributes.as_slice())
                 .unwrap_or_default(),
         );
+        Ok(())
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {

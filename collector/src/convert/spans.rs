@@ -19,10 +19,8 @@ use prost::Message;
 use weft_schema::TIME_ZONE;
 use weft_schema::spans::{self, PROMOTED, Source};
 
-use super::attributes::{
-    AttributeColumns, Rendered, find, find_view, render_all, render_all_views, render_view,
-};
-use super::hex::hex;
+use super::attributes::{AttributeColumns, SharedAttributes, find, find_view, render_view};
+use super::hex::append_hex;
 use super::validate;
 use super::wire::{
     EventView, Group, KeyValueView, LinkView, ResourceView, ScopeView, SpanView, ValueView,
@@ -113,7 +111,7 @@ pub fn protobuf_to_record_batch(request: &[u8]) -> Result<RecordBatch, ConvertEr
                         problem,
                     });
                 }
-                builder.append(&resource, resource_attributes, &scope, &span);
+                builder.append(&resource, resource_attributes, &scope, &span)?;
             }
         }
     }
@@ -127,8 +125,7 @@ pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatc
 
 /// What every span or data point of one resource shares.
 pub struct ResourceContext<'a> {
-    /// Rendered once, appended to every row of the resource.
-    pub(super) rendered: Vec<Rendered>,
+    pub(super) attributes: SharedAttributes,
     dropped_attributes_count: u32,
     pub(super) schema_url: &'a str,
     pub(super) service_name: String,
@@ -151,7 +148,7 @@ impl<'a> ResourceContext<'a> {
             _ => None,
         };
         Self {
-            rendered: render_all(attributes),
+            attributes: SharedAttributes::from_key_values(attributes),
             dropped_attributes_count: resource
                 .map(|r| r.dropped_attributes_count)
                 .unwrap_or_default(),
@@ -169,7 +166,7 @@ impl<'a> ResourceContext<'a> {
             _ => None,
         };
         Self {
-            rendered: render_all_views(attributes),
+            attributes: SharedAttributes::from_views(attributes),
             dropped_attributes_count: resource
                 .map(|r| r.dropped_attributes_count)
                 .unwrap_or_default(),
@@ -182,7 +179,7 @@ impl<'a> ResourceContext<'a> {
 /// What every span of one `ScopeSpans` shares.
 struct ScopeContext<'a> {
     scope: Option<&'a ScopeView<'a>>,
-    rendered: Vec<Rendered>,
+    attributes: SharedAttributes,
     schema_url: &'a str,
 }
 
@@ -190,7 +187,9 @@ impl<'a> ScopeContext<'a> {
     fn new(scope: Option<&'a ScopeView<'a>>, schema_url: &'a str) -> Self {
         Self {
             scope,
-            rendered: render_all_views(scope.map(|s| s.attributes.as_slice()).unwrap_or_default()),
+            attributes: SharedAttributes::from_views(
+                scope.map(|s| s.attributes.as_slice()).unwrap_or_default(),
+            ),
             schema_url,
         }
     }
@@ -291,8 +290,8 @@ impl LinkColumns {
 
     fn append(&mut self, links: &[LinkView<'_>]) {
         for link in links {
-            self.trace_id.append_value(hex(link.trace_id));
-            self.span_id.append_value(hex(link.span_id));
+            append_hex(&mut self.trace_id, link.trace_id);
+            append_hex(&mut self.span_id, link.span_id);
             self.trace_state.append_option(non_empty(link.trace_state));
             self.flags.append_value(link.flags);
             self.attributes.append_views(&link.attributes);
@@ -428,13 +427,13 @@ impl SpanBatchBuilder {
         resource_attributes: &[KeyValueView<'_>],
         scope: &ScopeContext<'_>,
         span: &SpanView<'_>,
-    ) {
-        self.trace_id.append_value(hex(span.trace_id));
-        self.span_id.append_value(hex(span.span_id));
+    ) -> Result<(), ArrowError> {
+        append_hex(&mut self.trace_id, span.trace_id);
+        append_hex(&mut self.span_id, span.span_id);
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            self.parent_span_id.append_value(hex(span.parent_span_id));
+            append_hex(&mut self.parent_span_id, span.parent_span_id);
         }
         self.trace_state.append_option(non_empty(span.trace_state));
         self.flags.append_value(span.flags);
@@ -482,7 +481,8 @@ impl SpanBatchBuilder {
         self.dropped_links_count
             .append_value(span.dropped_links_count);
 
-        self.resource_attributes.append_rendered(&resource.rendered);
+        self.resource_attributes
+            .append_shared(&resource.attributes)?;
         self.resource_dropped_attributes_count
             .append_value(resource.dropped_attributes_count);
         self.resource_schema_url
@@ -490,7 +490,7 @@ impl SpanBatchBuilder {
         self.scope_name.append_option(scope.scope.map(|s| s.name));
         self.scope_version
             .append_option(scope.scope.and_then(|s| non_empty(s.version)));
-        self.scope_attributes.append_rendered(&scope.rendered);
+        self.scope_attributes.append_shared(&scope.attributes)?;
         self.scope_dropped_attributes_count.append_value(
             scope
                 .scope
@@ -499,6 +499,7 @@ impl SpanBatchBuilder {
         );
         self.scope_schema_url
             .append_option(non_empty(scope.schema_url));
+        Ok(())
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {

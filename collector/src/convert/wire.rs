@@ -64,7 +64,21 @@ impl<'a> Fields<'a> {
         Ok(taken)
     }
 
+    /// Field keys and most lengths fit in one byte: that case is inlined into
+    /// every reader, the general one is a call.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if let Some((&byte, rest)) = self.rest.split_first()
+            && byte < 0x80
+        {
+            self.rest = rest;
+            return Ok(u64::from(byte));
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for (i, byte) in self.rest.iter().take(10).enumerate() {
             value |= u64::from(byte & 0x7f) << (7 * i);
@@ -257,8 +271,13 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    fn parse(message: &'a [u8]) -> Result<Self, WireError> {
-        let mut event = EventView::default();
+    /// Reads an event; its attributes go into `attributes`, emptied first.
+    fn parse(message: &'a [u8], mut attributes: Vec<KeyValueView<'a>>) -> Result<Self, WireError> {
+        attributes.clear();
+        let mut event = EventView {
+            attributes,
+            ..EventView::default()
+        };
         let mut fields = Fields::new(message);
         while let Some((number, wire)) = fields.next_field()? {
             match (number, wire) {
@@ -285,8 +304,13 @@ pub struct LinkView<'a> {
 }
 
 impl<'a> LinkView<'a> {
-    fn parse(message: &'a [u8]) -> Result<Self, WireError> {
-        let mut link = LinkView::default();
+    /// Reads a link; its attributes go into `attributes`, emptied first.
+    fn parse(message: &'a [u8], mut attributes: Vec<KeyValueView<'a>>) -> Result<Self, WireError> {
+        attributes.clear();
+        let mut link = LinkView {
+            attributes,
+            ..LinkView::default()
+        };
         let mut fields = Fields::new(message);
         while let Some((number, wire)) = fields.next_field()? {
             match (number, wire) {
@@ -305,7 +329,7 @@ impl<'a> LinkView<'a> {
 }
 
 /// A span, borrowing from the request. One is reused for every span of a
-/// request, so its vectors are allocated once.
+/// request, so its vectors (its events' and links' too) are allocated once.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SpanView<'a> {
     pub trace_id: &'a [u8],
@@ -325,6 +349,8 @@ pub struct SpanView<'a> {
     pub dropped_links_count: u32,
     pub status_code: i32,
     pub status_message: &'a str,
+    /// Attribute vectors of earlier spans' events and links, for reuse.
+    spare: Vec<Vec<KeyValueView<'a>>>,
 }
 
 impl<'a> SpanView<'a> {
@@ -333,13 +359,15 @@ impl<'a> SpanView<'a> {
         let mut attributes = std::mem::take(&mut self.attributes);
         let mut events = std::mem::take(&mut self.events);
         let mut links = std::mem::take(&mut self.links);
+        let mut spare = std::mem::take(&mut self.spare);
         attributes.clear();
-        events.clear();
-        links.clear();
+        spare.extend(events.drain(..).map(|e| e.attributes));
+        spare.extend(links.drain(..).map(|l| l.attributes));
         *self = SpanView {
             attributes,
             events,
             links,
+            spare,
             ..SpanView::default()
         };
         let mut fields = Fields::new(message);
@@ -355,9 +383,15 @@ impl<'a> SpanView<'a> {
                 (8, Wire::Fixed64(v)) => self.end_time_unix_nano = v,
                 (9, Wire::Bytes(b)) => push_attribute(&mut self.attributes, b)?,
                 (10, Wire::Varint(v)) => self.dropped_attributes_count = uint32(v),
-                (11, Wire::Bytes(b)) => self.events.push(EventView::parse(b)?),
+                (11, Wire::Bytes(b)) => {
+                    let attributes = self.spare.pop().unwrap_or_default();
+                    self.events.push(EventView::parse(b, attributes)?);
+                }
                 (12, Wire::Varint(v)) => self.dropped_events_count = uint32(v),
-                (13, Wire::Bytes(b)) => self.links.push(LinkView::parse(b)?),
+                (13, Wire::Bytes(b)) => {
+                    let attributes = self.spare.pop().unwrap_or_default();
+                    self.links.push(LinkView::parse(b, attributes)?);
+                }
                 (14, Wire::Varint(v)) => self.dropped_links_count = uint32(v),
                 (15, Wire::Bytes(b)) => self.merge_status(b)?,
                 (16, Wire::Fixed32(v)) => self.flags = v,
