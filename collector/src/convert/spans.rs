@@ -79,41 +79,81 @@ fn split_request(request: &[u8]) -> Result<Vec<ResourceGroup<'_>>, WireError> {
         .collect()
 }
 
+/// A span's place in a request and the key it is stored by.
+struct SpanInRequest<'a> {
+    /// The trace id as a number, which orders like its hex form; 0 for an id
+    /// of the wrong length, which fails validation below.
+    trace_id: u128,
+    start_time_unix_nano: u64,
+    /// Index into the request's resources and their scopes.
+    resource: usize,
+    scope: usize,
+    message: &'a [u8],
+}
+
 /// Converts every span of a protobuf-encoded `ExportTraceServiceRequest` into
 /// one batch. A span that [`validate`] would reject fails the whole request
 /// with [`ConvertError::InvalidSpan`]: the caller validates and retries.
+///
+/// Rows come in storage order (by trace, then start time; see
+/// `crate::sorted`), not in the request's. Sorting a request's few hundred
+/// spans costs little while they are in cache; a flush then gathers tens of
+/// thousands of rows from batches it reads front to back instead of at
+/// random, which was a fifth of the server's CPU at full speed.
 pub fn protobuf_to_record_batch(request: &[u8]) -> Result<RecordBatch, ConvertError> {
     let groups = split_request(request)?;
-    let rows = groups
-        .iter()
-        .flat_map(|r| &r.scopes)
-        .map(|s| s.spans.len())
-        .sum();
-    let mut builder = SpanBatchBuilder::with_capacity(rows);
-    let mut span = SpanView::default();
-    for group in &groups {
-        let resource = ResourceContext::from_view(group.resource.as_ref(), group.schema_url);
-        let resource_attributes = group
+    let mut spans = Vec::with_capacity(
+        groups
+            .iter()
+            .flat_map(|r| &r.scopes)
+            .map(|s| s.spans.len())
+            .sum(),
+    );
+    let mut resources = Vec::with_capacity(groups.len());
+    for (resource, group) in groups.iter().enumerate() {
+        let mut scopes = Vec::with_capacity(group.scopes.len());
+        for (scope, scope_group) in group.scopes.iter().enumerate() {
+            for &message in &scope_group.spans {
+                let (trace_id, start_time_unix_nano) = SpanView::storage_key(message)?;
+                spans.push(SpanInRequest {
+                    trace_id: trace_id.try_into().map(u128::from_be_bytes).unwrap_or(0),
+                    start_time_unix_nano,
+                    resource,
+                    scope,
+                    message,
+                });
+            }
+            scopes.push(ScopeContext::new(
+                scope_group.scope.as_ref(),
+                scope_group.schema_url,
+            ));
+        }
+        let context = ResourceContext::from_view(group.resource.as_ref(), group.schema_url);
+        let attributes = group
             .resource
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or_default();
-        for scope_group in &group.scopes {
-            let scope = ScopeContext::new(scope_group.scope.as_ref(), scope_group.schema_url);
-            for message in &scope_group.spans {
-                span.read(message)?;
-                let links = span.links.iter().map(|l| (l.trace_id, l.span_id));
-                if let Some(problem) =
-                    validate::ids_problem(span.trace_id, span.span_id, span.parent_span_id, links)
-                {
-                    return Err(ConvertError::InvalidSpan {
-                        name: span.name.to_owned(),
-                        problem,
-                    });
-                }
-                builder.append(&resource, resource_attributes, &scope, &span)?;
-            }
+        resources.push((context, attributes, scopes));
+    }
+    // Stable: spans with equal keys keep the request's order.
+    spans.sort_by_key(|span| (span.trace_id, span.start_time_unix_nano));
+
+    let mut builder = SpanBatchBuilder::with_capacity(spans.len());
+    let mut span = SpanView::default();
+    for place in &spans {
+        span.read(place.message)?;
+        let links = span.links.iter().map(|l| (l.trace_id, l.span_id));
+        if let Some(problem) =
+            validate::ids_problem(span.trace_id, span.span_id, span.parent_span_id, links)
+        {
+            return Err(ConvertError::InvalidSpan {
+                name: span.name.to_owned(),
+                problem,
+            });
         }
+        let (resource, resource_attributes, scopes) = &resources[place.resource];
+        builder.append(resource, resource_attributes, &scopes[place.scope], &span)?;
     }
     Ok(builder.finish()?)
 }
@@ -795,6 +835,107 @@ mod tests {
             allocated <= used + used / 10,
             "{allocated} bytes allocated for {used} bytes of values"
         );
+        Ok(())
+    }
+    #[test]
+    fn rows_come_in_storage_order_each_with_its_own_resource_and_scope() -> TestResult {
+        use datafusion::arrow::array::{AsArray, StringArray};
+        use datafusion::arrow::datatypes::TimestampNanosecondType;
+
+        let template = every_field();
+        let mut request = template.clone();
+        let resource_template = &template.resource_spans[0];
+        let span = &resource_template.scope_spans[0].spans[0];
+        // Two resources of two scopes each; spans with trace ids counting down
+        // and two spans per trace, the later one first.
+        request.resource_spans = ["front", "back"]
+            .iter()
+            .enumerate()
+            .map(|(r, service)| {
+                let mut resource = resource_template.clone();
+                if let Some(res) = &mut resource.resource {
+                    res.attributes = vec![attribute(
+                        "service.name",
+                        Value::StringValue((*service).into()),
+                    )];
+                }
+                resource.scope_spans = ["s0", "s1"]
+                    .iter()
+                    .enumerate()
+                    .map(|(sc, scope_name)| {
+                        let mut scope = resource_template.scope_spans[0].clone();
+                        if let Some(scope) = &mut scope.scope {
+                            scope.name = (*scope_name).into();
+                        }
+                        scope.spans = (0..6u8)
+                            .map(|i| {
+                                let n = (r * 12 + sc * 6) as u8 + i;
+                                Span {
+                                    trace_id: vec![
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        100 - n / 2,
+                                    ],
+                                    start_time_unix_nano: span.start_time_unix_nano
+                                        - u64::from(n % 2),
+                                    name: format!("{service}/{scope_name}/{n}"),
+                                    ..span.clone()
+                                }
+                            })
+                            .collect();
+                        scope
+                    })
+                    .collect();
+                resource
+            })
+            .collect();
+
+        let batch = protobuf_to_record_batch(&request.encode_to_vec())?;
+        assert_eq!(batch.num_rows(), 24);
+        let text = |name: &str| -> Result<StringArray, Box<dyn std::error::Error>> {
+            Ok(batch
+                .column_by_name(name)
+                .ok_or(name.to_owned())?
+                .as_string::<i32>()
+                .clone())
+        };
+        let (trace_ids, names) = (text(spans::TRACE_ID)?, text(spans::NAME)?);
+        let (services, scopes) = (text(spans::SERVICE_NAME)?, text(spans::SCOPE_NAME)?);
+        let starts = batch
+            .column_by_name(spans::START_TIME)
+            .ok_or("start_time")?
+            .as_primitive::<TimestampNanosecondType>();
+        let keys: Vec<(&str, i64)> = (0..24)
+            .map(|row| (trace_ids.value(row), starts.value(row)))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let mut seen: Vec<&str> = Vec::new();
+        for row in 0..24 {
+            // Each span keeps the resource and scope it came under.
+            let name = names.value(row);
+            let mut parts = name.split('/');
+            assert_eq!(parts.next(), Some(services.value(row)), "{name}");
+            assert_eq!(parts.next(), Some(scopes.value(row)), "{name}");
+            seen.push(name);
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 24);
         Ok(())
     }
 }
