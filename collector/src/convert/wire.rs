@@ -535,6 +535,47 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_view_holds_only_the_current_spans_event_and_link_attributes() {
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+
+        let attributes = |keys: &[&str]| -> Vec<KeyValue> {
+            keys.iter()
+                .map(|key| KeyValue {
+                    key: (*key).into(),
+                    ..KeyValue::default()
+                })
+                .collect()
+        };
+        let span = |event_keys: &[&str], link_keys: &[&str]| {
+            Span {
+                events: vec![Event {
+                    attributes: attributes(event_keys),
+                    ..Event::default()
+                }],
+                links: vec![Link {
+                    attributes: attributes(link_keys),
+                    ..Link::default()
+                }],
+                ..Span::default()
+            }
+            .encode_to_vec()
+        };
+        let (first, second) = (span(&["a", "b", "c"], &["d", "e"]), span(&["f"], &[]));
+        let mut view = SpanView::default();
+        assert!(view.read(&first).is_ok());
+        assert!(view.read(&second).is_ok());
+        let keys = |attributes: &[KeyValueView<'_>]| -> Vec<String> {
+            attributes.iter().map(|kv| kv.key.to_owned()).collect()
+        };
+        assert_eq!(view.events.len(), 1);
+        assert_eq!(keys(&view.events[0].attributes), ["f"]);
+        assert_eq!(view.links.len(), 1);
+        assert!(view.links[0].attributes.is_empty());
+    }
+
+    #[test]
     fn text_must_be_utf8() {
         let mut span = SpanView::default();
         let error = span.read(&[0x2a, 0x01, 0xff]);
