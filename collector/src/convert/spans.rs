@@ -938,4 +938,227 @@ mod tests {
         assert_eq!(seen.len(), 24);
         Ok(())
     }
+
+    /// A small deterministic generator (xorshift64*), so that a failure repeats.
+    struct Dice(u64);
+
+    impl Dice {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// `message` damaged in one to three places (mostly a single byte): a bit flipped, a byte
+    /// replaced, a run cut out or repeated, random bytes put in, or the end cut off.
+    fn damaged(message: &[u8], dice: &mut Dice) -> Vec<u8> {
+        let mut out = message.to_vec();
+        for _ in 0..=dice.below(2) {
+            let at = dice.below(out.len() + 1);
+            let run = 1 + dice.below(8);
+            match dice.below(11) {
+                0..=3 if at < out.len() => out[at] ^= 1 << dice.below(8),
+                4..=6 if at < out.len() => out[at] = dice.next() as u8,
+                7 => {
+                    let end = (at + run).min(out.len());
+                    out.drain(at..end);
+                }
+                8 => {
+                    let end = (at + run).min(out.len());
+                    let copy = out[at..end].to_vec();
+                    out.splice(at..at, copy);
+                }
+                9 => {
+                    let noise: Vec<u8> = (0..run).map(|_| dice.next() as u8).collect();
+                    out.splice(at..at, noise);
+                }
+                _ => out.truncate(at),
+            }
+        }
+        out
+    }
+
+    /// Whether `a` and `b` hold the same rows, in any order: the order of a
+    /// request's rows comes from the first trace id and start time of each
+    /// span (`SpanView::storage_key`), not from the last, which prost keeps
+    /// when a field is repeated.
+    fn same_rows(a: &RecordBatch, b: &RecordBatch) -> bool {
+        let mut unmatched: Vec<RecordBatch> = (0..b.num_rows()).map(|i| b.slice(i, 1)).collect();
+        a.num_rows() == b.num_rows()
+            && (0..a.num_rows()).all(|i| {
+                let row = a.slice(i, 1);
+                match unmatched.iter().position(|other| *other == row) {
+                    Some(found) => {
+                        unmatched.swap_remove(found);
+                        true
+                    }
+                    None => false,
+                }
+            })
+    }
+
+    /// The parts of [`every_field`]'s first span as protobuf bytes: the span,
+    /// its resource and its scope.
+    fn first_span_parts() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let request = every_field();
+        let resource_spans = &request.resource_spans[0];
+        let scope_spans = &resource_spans.scope_spans[0];
+        let resource = resource_spans.resource.clone().unwrap_or_default();
+        let scope = scope_spans.scope.clone().unwrap_or_default();
+        (
+            scope_spans.spans[0].encode_to_vec(),
+            resource.encode_to_vec(),
+            scope.encode_to_vec(),
+        )
+    }
+
+    /// A request of one span, resource and scope, each given as bytes.
+    fn request_around(span: &[u8], resource: &[u8], scope: &[u8]) -> Vec<u8> {
+        let mut scope_message = length_delimited(1, scope);
+        scope_message.extend(length_delimited(2, span));
+        let mut resource_message = length_delimited(1, resource);
+        resource_message.extend(length_delimited(2, &scope_message));
+        length_delimited(1, &resource_message)
+    }
+
+    /// Protobuf's rarer forms, each accepted or refused as prost decides.
+    #[test]
+    fn rare_wire_forms_are_accepted_or_refused_as_prost_decides() {
+        let (span, resource, scope) = first_span_parts();
+        let with = |message: &[u8], extra: &[u8]| [message, extra].concat();
+        // Field 100 as a group holding a varint (start key 100 << 3 | 3, end 100 << 3 | 4).
+        let group_100 = [0xa3, 0x06, 0x08, 0x05, 0xa4, 0x06];
+        let entity_ref = |id_key: &[u8]| {
+            let mut entity = length_delimited(2, b"service");
+            entity.extend(length_delimited(3, id_key));
+            length_delimited(3, &entity)
+        };
+        let cases: [(&str, Vec<u8>, bool); 8] = [
+            (
+                "an unknown group is skipped",
+                request_around(&with(&span, &group_100), &resource, &scope),
+                true,
+            ),
+            (
+                "a group must end with its own number",
+                request_around(&with(&span, &[0xa3, 0x06, 0xac, 0x06]), &resource, &scope),
+                false,
+            ),
+            (
+                "a group must end",
+                request_around(&with(&span, &[0xa3, 0x06, 0x08, 0x05]), &resource, &scope),
+                false,
+            ),
+            (
+                "a known field cannot be a group",
+                request_around(&with(&span, &[0x73, 0x74]), &resource, &scope),
+                false,
+            ),
+            (
+                "a key is at most 32 bits",
+                request_around(
+                    &with(&span, &[0x88, 0x80, 0x80, 0x80, 0x10, 0x01]),
+                    &resource,
+                    &scope,
+                ),
+                false,
+            ),
+            (
+                "an attribute's key_strindex is a varint",
+                request_around(
+                    &with(&span, &length_delimited(9, &length_delimited(3, b"x"))),
+                    &resource,
+                    &scope,
+                ),
+                false,
+            ),
+            (
+                "a resource's entity_refs decode",
+                request_around(
+                    &span,
+                    &with(&resource, &entity_ref(b"service.name")),
+                    &scope,
+                ),
+                true,
+            ),
+            (
+                "a resource's entity_refs hold UTF-8",
+                request_around(&span, &with(&resource, &entity_ref(&[0xff])), &scope),
+                false,
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (case, request, valid) in cases {
+            let prost = ExportTraceServiceRequest::decode(request.as_slice());
+            assert_eq!(prost.is_ok(), valid, "{case}: prost decides otherwise");
+            match protobuf_to_record_batch(&request) {
+                Ok(_) if !valid => wrong.push(format!("{case}: accepted")),
+                Err(error) if valid => wrong.push(format!("{case}: {error}")),
+                _ => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// Damaged requests, whole or with the damage inside a span, a resource or
+    /// a scope (their lengths made right again, so the damage reaches the
+    /// fields within): the converter never panics, never accepts what prost
+    /// rejects, refuses what prost accepts only for a span the validation
+    /// also rejects, and reads what it accepts as prost reads it.
+    #[test]
+    fn damaged_requests_read_as_prost_reads_them_or_fail_cleanly() -> TestResult {
+        let request = every_field();
+        let (span, resource, scope) = first_span_parts();
+        let wrap = request_around;
+        let whole = request.encode_to_vec();
+
+        let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+        let (mut same, mut refused_both, mut invalid_span) = (0, 0, 0);
+        for round in 0..8000 {
+            let damaged_request = match round % 4 {
+                0 => damaged(&whole, &mut dice),
+                1 => wrap(&damaged(&span, &mut dice), &resource, &scope),
+                2 => wrap(&span, &damaged(&resource, &mut dice), &scope),
+                _ => wrap(&span, &resource, &damaged(&scope, &mut dice)),
+            };
+            let ours = protobuf_to_record_batch(&damaged_request);
+            let prost = ExportTraceServiceRequest::decode(damaged_request.as_slice());
+            match (ours, prost) {
+                (Ok(batch), Ok(decoded)) => {
+                    assert!(
+                        same_rows(&batch, &to_record_batch(&decoded)?),
+                        "read otherwise than prost reads it: {damaged_request:02x?}"
+                    );
+                    same += 1;
+                }
+                (Ok(_), Err(error)) => {
+                    panic!("accepted what prost rejects ({error}): {damaged_request:02x?}")
+                }
+                (Err(ConvertError::InvalidSpan { .. }), Ok(mut decoded)) => {
+                    let rejected = validate::traces(&mut decoded);
+                    assert!(
+                        rejected.count > 0,
+                        "an invalid span the validation keeps: {damaged_request:02x?}"
+                    );
+                    invalid_span += 1;
+                }
+                (Err(error), Ok(_)) => {
+                    panic!("refused what prost accepts ({error}): {damaged_request:02x?}")
+                }
+                (Err(_), Err(_)) => refused_both += 1,
+            }
+        }
+        // Each outcome came up often enough to have been checked.
+        assert!(
+            same > 1000 && refused_both > 1000 && invalid_span > 5,
+            "{same} read alike, {refused_both} refused by both, {invalid_span} with an invalid span"
+        );
+        Ok(())
+    }
 }

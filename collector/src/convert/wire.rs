@@ -12,7 +12,7 @@
 //! type, a truncated length, or text that is not UTF-8 makes the whole
 //! message malformed, as it does for prost.
 
-use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef};
 use prost::Message;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,13 @@ pub enum Wire<'a> {
     Fixed64(u64),
     Bytes(&'a [u8]),
     Fixed32(u32),
+    /// A group (a proto2 form no OTLP field has): skipped whole, as prost
+    /// skips it, so an unknown one is ignored and a known field's is the wrong type.
+    Group,
 }
+
+/// Groups nested deeper than this are refused, as prost refuses them.
+const MAX_GROUP_DEPTH: usize = 100;
 
 /// Reads the fields of one message, in the order they were written.
 pub struct Fields<'a> {
@@ -95,12 +101,67 @@ impl<'a> Fields<'a> {
         if self.rest.is_empty() {
             return Ok(None);
         }
+        let (number, wire_type) = self.key()?;
+        let value = match wire_type {
+            3 | 4 => self.group(number, wire_type)?,
+            other => self.value(number, other)?,
+        };
+        Ok(Some((number, value)))
+    }
+
+    /// A group that starts (wire type 3), skipped whole, or one that ends
+    /// (4) where none started. Rare, so out of the way of the common path.
+    #[cold]
+    #[inline(never)]
+    fn group(&mut self, number: u32, wire_type: u64) -> Result<Wire<'a>, WireError> {
+        if wire_type == 4 {
+            return Err(WireError::new(format!("unexpected end of group {number}")));
+        }
+        self.skip_group(number, 0)?;
+        Ok(Wire::Group)
+    }
+
+    /// A field's number and wire type.
+    #[inline(always)]
+    fn key(&mut self) -> Result<(u32, u64), WireError> {
         let key = self.varint()?;
-        let number = u32::try_from(key >> 3)
+        // A key is a uint32: field numbers stop at 2^29 - 1.
+        let number = u32::try_from(key)
             .ok()
+            .map(|key| key >> 3)
             .filter(|n| *n > 0)
             .ok_or_else(|| WireError::new(format!("invalid field number {}", key >> 3)))?;
-        let value = match key & 7 {
+        Ok((number, key & 7))
+    }
+
+    /// Everything up to the end of group `number`, whose start was just read.
+    fn skip_group(&mut self, number: u32, depth: usize) -> Result<(), WireError> {
+        if depth >= MAX_GROUP_DEPTH {
+            return Err(WireError::new("groups nested too deep"));
+        }
+        loop {
+            if self.rest.is_empty() {
+                return Err(WireError::new(format!("group {number} does not end")));
+            }
+            match self.key()? {
+                (inner, 3) => self.skip_group(inner, depth + 1)?,
+                (inner, 4) if inner == number => return Ok(()),
+                (inner, 4) => {
+                    return Err(WireError::new(format!(
+                        "group {number} ended as group {inner}"
+                    )));
+                }
+                (inner, wire_type) => {
+                    self.value(inner, wire_type)?;
+                }
+            }
+        }
+    }
+
+    /// The value of field `number` of `wire_type`, other than a group.
+    #[inline(always)]
+    fn value(&mut self, number: u32, wire_type: u64) -> Result<Wire<'a>, WireError> {
+        Ok(match wire_type {
             0 => Wire::Varint(self.varint()?),
             1 => {
                 let bytes = self.take(8)?;
@@ -120,8 +181,7 @@ impl<'a> Fields<'a> {
                     "unsupported wire type {other} for field {number}"
                 )));
             }
-        };
-        Ok(Some((number, value)))
+        })
     }
 }
 
@@ -196,7 +256,9 @@ impl<'a> KeyValueView<'a> {
             match (number, wire) {
                 (1, Wire::Bytes(b)) => kv.key = text(b, "an attribute key")?,
                 (2, Wire::Bytes(b)) => kv.value = ValueView::parse(b)?,
-                (1 | 2, _) => return Err(wrong_type("KeyValue", number)),
+                // `key_strindex`: a key in a profile's string table, not used by spans.
+                (3, Wire::Varint(_)) => {}
+                (1..=3, _) => return Err(wrong_type("KeyValue", number)),
                 _ => {}
             }
         }
@@ -228,7 +290,12 @@ impl<'a> ResourceView<'a> {
             match (number, wire) {
                 (1, Wire::Bytes(b)) => push_attribute(&mut self.attributes, b)?,
                 (2, Wire::Varint(v)) => self.dropped_attributes_count = uint32(v),
-                (1 | 2, _) => return Err(wrong_type("Resource", number)),
+                // `entity_refs` are not stored, but must decode as they do for
+                // any OTLP receiver: a body is valid or not whatever reads it.
+                (3, Wire::Bytes(b)) => {
+                    EntityRef::decode(b)?;
+                }
+                (1..=3, _) => return Err(wrong_type("Resource", number)),
                 _ => {}
             }
         }
