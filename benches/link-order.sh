@@ -8,6 +8,10 @@
 # orders less; run this again after large changes. Needs `perf`.
 #
 #   bash benches/link-order.sh
+#
+# FREQUENCY (samples per second, default 40000) and ROUNDS (of queries and
+# pages, default 15) trade coverage for time: at 80000 the server's queries
+# slowed so much that 40 rounds had not finished in 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
@@ -16,7 +20,7 @@ BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-perf record -F 40000 -e cpu-clock -o "$WORK/perf.data" -- "$BIN/weft" serve \
+perf record -F "${FREQUENCY:-40000}" -e cpu-clock -o "$WORK/perf.data" -- "$BIN/weft" serve \
     --data-dir "$WORK/data" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
     --http-addr 127.0.0.1:0 2>"$WORK/log" &
 PERF=$!
@@ -30,7 +34,7 @@ HTTP=http://$(grep " http listening" "$WORK/log" | sed 's/.*addr=\([^ ]*\).*/\1/
     --rate 10000 --duration-secs 15 --http "$HTTP" --data-dir "$WORK/data" >/dev/null
 # Queries and pages, repeated so that functions run once per request are sampled.
 SERVICE=$(curl -s "$HTTP/api/services" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"][0])')
-for _ in $(seq 15); do
+for _ in $(seq "${ROUNDS:-15}"); do
     for sql in "SELECT count(*) FROM spans" \
         "SELECT service_name, count(*), avg(duration_ns) FROM spans GROUP BY 1 ORDER BY 2 DESC" \
         "SELECT trace_id, name, attributes['http.route'] FROM spans WHERE duration_ns > 1000 LIMIT 20" \
