@@ -142,8 +142,9 @@ impl Store {
         }
     }
 
-    /// The rows of a Parquet file, from its footer alone (two small reads).
-    pub async fn parquet_rows(&self, file: &ObjectMeta) -> Result<usize, StoreError> {
+    /// The rows of each row group of a Parquet file, from its footer alone
+    /// (two small reads).
+    pub async fn row_group_rows(&self, file: &ObjectMeta) -> Result<Vec<usize>, StoreError> {
         // A Parquet file ends with the footer's length (4 bytes, LE) and `PAR1`.
         let size = file.size;
         let tail = self
@@ -172,7 +173,11 @@ impl Store {
             .get_range(&file.location, start..size - 8)
             .await?;
         let metadata = ParquetMetaDataReader::decode_metadata(&footer)?;
-        Ok(usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0))
+        Ok(metadata
+            .row_groups()
+            .iter()
+            .map(|group| usize::try_from(group.num_rows()).unwrap_or(0))
+            .collect())
     }
 
     /// Writes `batches` as one Parquet file at `path`, durably, in the order given.
@@ -500,7 +505,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_files_rows_come_from_its_footer() -> Result<(), Box<dyn std::error::Error>> {
+    async fn a_files_row_groups_come_from_its_footer() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = Store::local(dir.path())?;
         let path = "spans/2026-11-22/04/c-test.parquet";
@@ -509,14 +514,14 @@ mod tests {
             .await?;
         let files = store.list("spans/").await?;
         let file = files.first().ok_or("no file")?;
-        assert_eq!(store.parquet_rows(file).await?, 5);
+        assert_eq!(store.row_group_rows(file).await?, [5]);
         store
             .objects()
             .put(&file.location, PutPayload::from_static(b"not parquet"))
             .await?;
         let mut broken = file.clone();
         broken.size = 11;
-        assert!(store.parquet_rows(&broken).await.is_err());
+        assert!(store.row_group_rows(&broken).await.is_err());
         Ok(())
     }
 }
