@@ -239,11 +239,11 @@ impl Compactor {
             let min_files = if finished { 2 } else { self.config.min_files };
             // A finished hour's lone flush file is rewritten too: sorted,
             // compressed harder, and no longer a flush file, so the hour's rollup can be built.
-            // A group as large as a merge may take is merged whatever its
+            // A group that fills the rewrite bound is merged whatever its
             // number of files, so a low bound cannot stop compaction.
-            let worth_merging = |group: &[ObjectMeta], full: bool| {
+            let worth_merging = |group: &[ObjectMeta], rewrite_bound_reached: bool| {
                 group.len() >= min_files
-                    || (full && group.len() >= 2)
+                    || (rewrite_bound_reached && group.len() >= 2)
                     || (finished && group.len() == 1 && is_flush(&group[0]))
             };
             for mut set in sets {
@@ -254,8 +254,11 @@ impl Compactor {
                 let mut work = MergeWork::default();
                 for file in set {
                     let more = self.merge_work(&file).await;
-                    if !group.is_empty() && !work.plus(more).within(&self.config) {
-                        if !worth_merging(&group, true) {
+                    let next = work.plus(more);
+                    if !group.is_empty() && !next.within(&self.config) {
+                        let rewrite_bound_reached =
+                            next.rewritten_rows > self.config.max_rewritten_rows;
+                        if !worth_merging(&group, rewrite_bound_reached) {
                             // The files left are larger still.
                             group.clear();
                             break;
@@ -502,8 +505,10 @@ mod tests {
 
     /// Rows of the merged files and of the flush files left after one
     /// compaction pass over seven flush files of five rows, with a merge
-    /// taking three files or more and rewriting at most `max_rewritten_rows`.
-    async fn one_pass_with_rewrite_bound(
+    /// taking three files or more, holding at most `max_rows` and rewriting
+    /// at most `max_rewritten_rows`.
+    async fn one_pass_with_bounds(
+        max_rows: usize,
         max_rewritten_rows: usize,
     ) -> Result<(Vec<usize>, Vec<usize>), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -512,6 +517,7 @@ mod tests {
         write_flush_files(&store, &files).await?;
         let compactor = Compactor {
             config: CompactionConfig {
+                max_rows,
                 max_rewritten_rows,
                 ..compactor(dir.path(), &store).config
             },
@@ -536,14 +542,16 @@ mod tests {
     async fn merges_rewrite_at_most_their_bound_of_rows_each() -> TestResult {
         // Two merges of three files in one pass; the last file waits for more.
         assert_eq!(
-            one_pass_with_rewrite_bound(15).await?,
+            one_pass_with_bounds(1000, 15).await?,
             (vec![15, 15], vec![5])
         );
         // A bound that fits fewer files than a merge takes still merges, two at a time.
         assert_eq!(
-            one_pass_with_rewrite_bound(10).await?,
+            one_pass_with_bounds(1000, 10).await?,
             (vec![10, 10, 10], vec![5])
         );
+        // The row bound alone does not: two files are not worth a merge.
+        assert_eq!(one_pass_with_bounds(10, 1000).await?, (vec![], vec![5; 7]));
         Ok(())
     }
 
