@@ -23,7 +23,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -32,7 +32,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -111,12 +111,12 @@ pub fn realistic_request(seed: u64, now_ns: u64) -> ExportTraceServiceRequest {
     let mut by_service: Vec<(usize, Vec<Span>)> = Vec::new();
     for trace in 0..SPANS_PER_REQUEST / SPANS_PER_TRACE {
         let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&rng.next().to_le_bytes());
-        trace_id[8..].copy_from_slice(&rng.next().to_le_bytes());
+        trace_id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+        trace_id[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
         let trace_start = now_ns - rng.below(5_000_000_000);
         let mut parent = Vec::new();
         for depth in 0..SPANS_PER_TRACE {
-            let span_id = rng.next().to_le_bytes().to_vec();
+            let span_id = rng.next_u64().to_le_bytes().to_vec();
             let service = (trace + depth * 3) % SERVICES;
             let start = trace_start + depth as u64 * 1_000_000 + rng.below(500_000);
             let duration = 200_000 + rng.below(50_000_000);

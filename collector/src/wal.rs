@@ -87,10 +87,9 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
         if let Some(number) = name
             .strip_prefix(SEGMENT_PREFIX)
             .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+            && let Ok(number) = number.parse()
         {
-            if let Ok(number) = number.parse() {
-                segments.push(number);
-            }
+            segments.push(number);
         }
     }
     segments.sort_unstable();

@@ -823,10 +823,10 @@ impl Scanned {
             let Some(span) = read_span(r, &found, row, &mut self.interner) else {
                 continue;
             };
-            if span.is_outgoing() {
-                if let Some(events) = items(events, row) {
-                    breaker_events(&events, span.key(), &mut self.events);
-                }
+            if span.is_outgoing()
+                && let Some(events) = items(events, row)
+            {
+                breaker_events(&events, span.key(), &mut self.events);
             }
             spans.push(Span {
                 start_ns: starts.map_or(0, |a| a.value(row)),
@@ -1306,7 +1306,7 @@ fn call_insights(
                 consumers.entry(&spans[j].service).or_default().push(j);
             }
             if consumers.is_empty() {
-                add_call(edges.entry(edge).or_default(), span, &[], &spans);
+                add_call(edges.entry(edge).or_default(), span, &[], spans);
             }
             for (service, readers) in consumers {
                 let edge: EdgeName = (Arc::clone(&span.service), Arc::clone(service));
@@ -1314,7 +1314,7 @@ fn call_insights(
                     edges.entry(edge.clone()).or_default(),
                     span,
                     &readers,
-                    &spans,
+                    spans,
                 );
                 let acc = messaging
                     .entry((edge, span.destination.clone()))
@@ -1335,7 +1335,7 @@ fn call_insights(
             edges.entry(edge.clone()).or_default(),
             span,
             &callees,
-            &spans,
+            spans,
         );
 
         let route = graph.route(i, &callees);
@@ -1375,7 +1375,7 @@ fn call_insights(
             };
             let route = graph.route(b.6, &callees);
             if let Some(acc) = retries.get_mut(&(edge, route)) {
-                count_retry(acc, &spans[b.6], &buckets);
+                count_retry(acc, spans[b.6], &buckets);
             }
         }
     }
@@ -1517,7 +1517,7 @@ fn retry_insights(
             }
         })
         .collect();
-    out.sort_by(|a, b| b.retries.cmp(&a.retries));
+    out.sort_by_key(|insight| std::cmp::Reverse(insight.retries));
     out
 }
 
@@ -1573,7 +1573,7 @@ fn breaker_insights(
             example_traces: examples,
         });
     }
-    out.sort_by(|a, b| b.fast_failures.cmp(&a.fast_failures));
+    out.sort_by_key(|insight| std::cmp::Reverse(insight.fast_failures));
     out
 }
 
@@ -1674,7 +1674,7 @@ fn instance_insights(
 ) -> Vec<InstanceInsight> {
     let mut out = Vec::new();
     for (&service, requests) in by_service {
-        let instances = groups(&requests, |s| s.instance.as_ref(), seconds);
+        let instances = groups(requests, |s| s.instance.as_ref(), seconds);
         if instances.len() < 2 {
             continue;
         }
@@ -1732,7 +1732,7 @@ fn instance_insights(
 fn version_insights(by_service: &BTreeMap<&str, Vec<&Span>>, seconds: f64) -> Vec<VersionInsight> {
     let mut out = Vec::new();
     for (&service, requests) in by_service {
-        let versions = groups(&requests, |s| s.version.as_ref(), seconds);
+        let versions = groups(requests, |s| s.version.as_ref(), seconds);
         if versions.len() < 2 {
             continue;
         }
@@ -1741,10 +1741,10 @@ fn version_insights(by_service: &BTreeMap<&str, Vec<&Span>>, seconds: f64) -> Ve
         };
         let mut regression: Option<(String, String)> = None;
         for candidate in versions.iter().filter(|g| g.name != baseline.name) {
-            if let Some(why) = worse(&candidate.latencies, &baseline.latencies) {
-                if regression.is_none() {
-                    regression = Some((candidate.name.clone(), why));
-                }
+            if let Some(why) = worse(&candidate.latencies, &baseline.latencies)
+                && regression.is_none()
+            {
+                regression = Some((candidate.name.clone(), why));
             }
         }
         let evidence = match &regression {
@@ -2003,7 +2003,10 @@ mod tests {
         assert!(same(&spans[0].service, &spans[2].service), "a");
         assert!(same(&spans[0].name, &spans[1].name), "GET /");
         assert!(
-            same(&spans[1].service, spans[0].peer.as_ref().unwrap()),
+            spans[0]
+                .peer
+                .as_ref()
+                .is_some_and(|peer| same(&spans[1].service, peer)),
             "b"
         );
         assert_eq!(&*spans[2].peer.clone().unwrap_or_default(), "c");

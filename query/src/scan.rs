@@ -285,10 +285,10 @@ fn split(files: &[OpenFile], start_ns: i64, end_ns: i64, parts: usize) -> Vec<Ve
                     });
                 }
             }
-            if done + take < rows {
-                if let Some(piece) = out.last_mut().and_then(|p| p.last_mut()) {
-                    piece.selection.push(RowSelector::skip(rows - done - take));
-                }
+            if done + take < rows
+                && let Some(piece) = out.last_mut().and_then(|p| p.last_mut())
+            {
+                piece.selection.push(RowSelector::skip(rows - done - take));
             }
             done += take;
             room -= take;
@@ -332,27 +332,27 @@ fn read_piece(
             .with_row_groups(piece.row_groups.clone())
             .with_row_selection(RowSelection::from(piece.selection.clone()))
             .with_batch_size(BATCH_ROWS);
-    if piece.filter {
-        if let Ok(time) = file.reader.schema().index_of(s::START_TIME) {
-            let mask = ProjectionMask::roots(&descriptor, [time]);
-            let in_range = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
-                let times = batch
-                    .column(0)
-                    .as_primitive_opt::<TimestampNanosecondType>()
-                    .ok_or_else(|| ArrowError::CastError("start_time is not a timestamp".into()))?;
-                // The bounds in the column's own time zone, or they do not compare.
-                let bound = |ns: i64| {
-                    Scalar::new(
-                        TimestampNanosecondArray::from_value(ns, 1)
-                            .with_timezone_opt(times.timezone().map(Arc::<str>::from)),
-                    )
-                };
-                let (start, end) = (bound(start_ns), bound(end_ns));
-                let from: BooleanArray = gt_eq(times, &start)?;
-                and(&from, &lt_eq(times, &end)?)
-            });
-            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(in_range)]));
-        }
+    if piece.filter
+        && let Ok(time) = file.reader.schema().index_of(s::START_TIME)
+    {
+        let mask = ProjectionMask::roots(&descriptor, [time]);
+        let in_range = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let times = batch
+                .column(0)
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| ArrowError::CastError("start_time is not a timestamp".into()))?;
+            // The bounds in the column's own time zone, or they do not compare.
+            let bound = |ns: i64| {
+                Scalar::new(
+                    TimestampNanosecondArray::from_value(ns, 1)
+                        .with_timezone_opt(times.timezone().map(Arc::<str>::from)),
+                )
+            };
+            let (start, end) = (bound(start_ns), bound(end_ns));
+            let from: BooleanArray = gt_eq(times, &start)?;
+            and(&from, &lt_eq(times, &end)?)
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(in_range)]));
     }
     builder
         .build()
@@ -399,9 +399,11 @@ mod tests {
     const HOUR_A: i64 = 1_795_219_200_000_000_000;
     const HOUR_B: i64 = HOUR_A + HOUR_NS;
 
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
     /// A file of `(service, start)` rows in row groups of 10 and pages of 4,
     /// so that shares start inside row groups and pages.
-    async fn put_file(store: &InMemory, name: &str, rows: &[(String, i64)]) {
+    async fn put_file(store: &InMemory, name: &str, rows: &[(String, i64)]) -> TestResult {
         let schema = Arc::new(Schema::new(vec![
             Field::new(s::SERVICE_NAME, DataType::Utf8, true),
             Field::new(
@@ -419,17 +421,16 @@ mod tests {
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![Arc::new(services), Arc::new(starts)],
-        )
-        .unwrap();
+        )?;
         let properties = WriterProperties::builder()
             .set_max_row_group_row_count(Some(10))
             .set_data_page_row_count_limit(4)
             .set_write_batch_size(4)
             .build();
         let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(properties)).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(properties))?;
+        writer.write(&batch)?;
+        writer.close()?;
         let path = format!(
             "{}/{name}{}",
             layout::hour_dir(layout::SPANS_DIR, rows[0].1),
@@ -440,8 +441,8 @@ mod tests {
                 &object_store::path::Path::from(path),
                 PutPayload::from(bytes),
             )
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
     }
 
     fn rows(hour: i64, count: usize, tag: &str) -> Vec<(String, i64)> {
@@ -454,7 +455,11 @@ mod tests {
     #[derive(Default)]
     struct Seen(Vec<(String, i64)>);
 
-    async fn scan(engine: &QueryEngine, start: i64, end: i64) -> Vec<Vec<(String, i64)>> {
+    async fn scan(
+        engine: &QueryEngine,
+        start: i64,
+        end: i64,
+    ) -> TestResult<Vec<Vec<(String, i64)>>> {
         let columns = SpanColumns {
             names: vec![s::START_TIME, s::SERVICE_NAME, s::TRACE_ID],
             dictionaries: vec![s::SERVICE_NAME],
@@ -471,17 +476,16 @@ mod tests {
                     "no trace_id column"
                 );
                 let starts = batch.column(0).as_primitive::<TimestampNanosecondType>();
-                let services =
-                    datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8).unwrap();
+                let services = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)
+                    .expect("service names cast to text");
                 let services = services.as_string::<i32>();
                 for row in 0..batch.num_rows() {
                     seen.0
                         .push((services.value(row).to_owned(), starts.value(row)));
                 }
             })
-            .await
-            .unwrap();
-        parts.into_iter().map(|seen| seen.0).collect()
+            .await?;
+        Ok(parts.into_iter().map(|seen| seen.0).collect())
     }
 
     #[test]
@@ -502,19 +506,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_row_of_the_range_is_read_once_in_equal_shares() {
+    async fn every_row_of_the_range_is_read_once_in_equal_shares() -> TestResult {
         let store = Arc::new(InMemory::new());
         let (a, b1, b2) = (
             rows(HOUR_A, 25, "a"),
             rows(HOUR_B, 13, "b"),
             rows(HOUR_B, 7, "c"),
         );
-        put_file(&store, "a", &a).await;
-        put_file(&store, "b1", &b1).await;
-        put_file(&store, "b2", &b2).await;
-        let engine = QueryEngine::new(store, None, QueryLimits::default()).unwrap();
+        put_file(&store, "a", &a).await?;
+        put_file(&store, "b1", &b1).await?;
+        put_file(&store, "b2", &b2).await?;
+        let engine = QueryEngine::new(store, None, QueryLimits::default())?;
 
-        let parts = scan(&engine, HOUR_A, HOUR_B + HOUR_NS - 1).await;
+        let parts = scan(&engine, HOUR_A, HOUR_B + HOUR_NS - 1).await?;
         let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
         let share = 45usize.div_ceil(parts.len());
         assert!(sizes.iter().all(|&n| n > 0 && n <= share), "{sizes:?}");
@@ -527,7 +531,7 @@ mod tests {
         // A range that ends inside hour B and starts inside hour A: only its rows.
         let (start, end) = (HOUR_A + 20 * 60_000_000_000, HOUR_B + 5 * 60_000_000_000);
         let mut seen: Vec<_> = scan(&engine, start, end)
-            .await
+            .await?
             .into_iter()
             .flatten()
             .collect();
@@ -539,5 +543,6 @@ mod tests {
         wanted.sort();
         assert_eq!(seen.len(), 5 + 6 + 6);
         assert_eq!(seen, wanted);
+        Ok(())
     }
 }

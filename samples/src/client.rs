@@ -260,10 +260,10 @@ impl HttpClient {
     async fn exchange(&self, call: &Call, url: &str, context: &Context) -> Result<Json, CallError> {
         let mut headers = HeaderMap::new();
         inject(context, &mut headers);
-        if let Some(key) = &call.idempotency_key {
-            if let Ok(value) = HeaderValue::from_str(key) {
-                headers.insert("idempotency-key", value);
-            }
+        if let Some(key) = &call.idempotency_key
+            && let Ok(value) = HeaderValue::from_str(key)
+        {
+            headers.insert("idempotency-key", value);
         }
         let mut request = self
             .http

@@ -235,6 +235,32 @@ pub fn schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
 }
 
+/// Text stored in `kind` for an OTLP `SpanKind` number.
+pub fn kind_name(kind: i32) -> std::borrow::Cow<'static, str> {
+    match kind {
+        0 => "UNSPECIFIED".into(),
+        1 => "INTERNAL".into(),
+        2 => "SERVER".into(),
+        3 => "CLIENT".into(),
+        4 => "PRODUCER".into(),
+        5 => "CONSUMER".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// Text stored in `status_code` for an OTLP `Status.code` number.
+pub fn status_name(code: i32) -> std::borrow::Cow<'static, str> {
+    match code {
+        0 => "UNSET".into(),
+        1 => "OK".into(),
+        2 => "ERROR".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// `service.name` when a resource does not say, as the OpenTelemetry SDKs do.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,29 +288,3 @@ mod tests {
         assert_eq!(route.ok(), Some(DataType::Utf8));
     }
 }
-
-/// Text stored in `kind` for an OTLP `SpanKind` number.
-pub fn kind_name(kind: i32) -> std::borrow::Cow<'static, str> {
-    match kind {
-        0 => "UNSPECIFIED".into(),
-        1 => "INTERNAL".into(),
-        2 => "SERVER".into(),
-        3 => "CLIENT".into(),
-        4 => "PRODUCER".into(),
-        5 => "CONSUMER".into(),
-        other => other.to_string().into(),
-    }
-}
-
-/// Text stored in `status_code` for an OTLP `Status.code` number.
-pub fn status_name(code: i32) -> std::borrow::Cow<'static, str> {
-    match code {
-        0 => "UNSET".into(),
-        1 => "OK".into(),
-        2 => "ERROR".into(),
-        other => other.to_string().into(),
-    }
-}
-
-/// `service.name` when a resource does not say, as the OpenTelemetry SDKs do.
-pub const UNKNOWN_SERVICE: &str = "unknown_service";

@@ -40,7 +40,8 @@ fn hex_span(trace: u8, id: u8) -> String {
     format!("{trace:02x}{id:02x}").repeat(4)
 }
 
-/// A span of trace `trace` whose id is `(trace, id)` repeated, timed in ms from `base`.
+/// A span of trace `trace` whose id is `(trace, id)` repeated, from `ms.start`
+/// to `ms.end` milliseconds after `base`.
 fn span(
     base: u64,
     trace: u8,
@@ -48,8 +49,7 @@ fn span(
     parent: Option<u8>,
     name: &str,
     kind: i32,
-    start_ms: i64,
-    end_ms: i64,
+    ms: std::ops::Range<i64>,
 ) -> Span {
     let at = |ms: i64| base.saturating_add_signed(ms * MS as i64);
     Span {
@@ -58,8 +58,8 @@ fn span(
         parent_span_id: parent.map(|p| [trace, p].repeat(4)).unwrap_or_default(),
         name: name.into(),
         kind,
-        start_time_unix_nano: at(start_ms),
-        end_time_unix_nano: at(end_ms),
+        start_time_unix_nano: at(ms.start),
+        end_time_unix_nano: at(ms.end),
         ..Default::default()
     }
 }
@@ -103,9 +103,9 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
             service(
                 "web",
                 vec![
-                    span(base, 1, 1, None, "GET /checkout", SERVER, 0, 100),
-                    span(base, 1, 2, Some(1), "POST /orders", CLIENT, 5, 85),
-                    failed(span(base, 2, 1, None, "GET /checkout", SERVER, 1000, 1050)),
+                    span(base, 1, 1, None, "GET /checkout", SERVER, 0..100),
+                    span(base, 1, 2, Some(1), "POST /orders", CLIENT, 5..85),
+                    failed(span(base, 2, 1, None, "GET /checkout", SERVER, 1000..1050)),
                     failed(span(
                         base,
                         2,
@@ -113,8 +113,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                         Some(1),
                         "POST /orders",
                         CLIENT,
-                        1005,
-                        1045,
+                        1005..1045,
                     )),
                     with(
                         span(
@@ -124,21 +123,20 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                             Some(1),
                             "GET /recommendations",
                             CLIENT,
-                            1002,
-                            1004,
+                            1002..1004,
                         ),
                         &[("peer.service", "recs")],
                     ),
-                    span(base, 4, 1, None, "GET /checkout", SERVER, 2000, 2100),
-                    span(base, 4, 2, Some(1), "POST /orders", CLIENT, 2010, 2070),
+                    span(base, 4, 1, None, "GET /checkout", SERVER, 2000..2100),
+                    span(base, 4, 2, Some(1), "POST /orders", CLIENT, 2010..2070),
                 ],
             ),
             service(
                 "orders",
                 vec![
-                    span(base, 1, 3, Some(2), "POST /orders", SERVER, 10, 80),
+                    span(base, 1, 3, Some(2), "POST /orders", SERVER, 10..80),
                     with(
-                        span(base, 1, 4, Some(3), "INSERT orders", CLIENT, 20, 30),
+                        span(base, 1, 4, Some(3), "INSERT orders", CLIENT, 20..30),
                         &[("db.system", "postgresql"), ("server.address", "db.local")],
                     ),
                     span(
@@ -148,8 +146,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                         Some(3),
                         "publish order.created",
                         PRODUCER,
-                        40,
-                        42,
+                        40..42,
                     ),
                     failed(span(
                         base,
@@ -158,8 +155,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                         Some(2),
                         "POST /orders",
                         SERVER,
-                        1010,
-                        1040,
+                        1010..1040,
                     )),
                     // 5 s behind web's clock: starts long before its client.
                     span(
@@ -169,8 +165,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                         Some(2),
                         "POST /orders",
                         SERVER,
-                        2010 - 5000,
-                        2050 - 5000,
+                        (2010 - 5000)..(2050 - 5000),
                     ),
                 ],
             ),
@@ -184,8 +179,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
                         None,
                         "process order.created",
                         CONSUMER,
-                        200,
-                        260,
+                        200..260,
                     );
                     consumer.links = vec![Link {
                         trace_id: trace_id(1),
@@ -197,7 +191,7 @@ fn known_traces(base: u64) -> ExportTraceServiceRequest {
             ),
             service(
                 "worker",
-                vec![span(base, 5, 2, Some(9), "reconcile", SERVER, 3000, 3010)],
+                vec![span(base, 5, 2, Some(9), "reconcile", SERVER, 3000..3010)],
             ),
         ],
     }
@@ -563,8 +557,8 @@ async fn untidy_traces_are_assembled_like_jaeger_does() -> TestResult {
         resource_spans: vec![service(
             "batch",
             vec![
-                span(now, 6, 1, None, "nightly", SERVER, 0, 30),
-                span(now, 6, 2, Some(1), "step", 1, 5, 10),
+                span(now, 6, 1, None, "nightly", SERVER, 0..30),
+                span(now, 6, 2, Some(1), "step", 1, 5..10),
             ],
         )],
     };

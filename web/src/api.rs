@@ -453,6 +453,21 @@ async fn critical_path(
     Ok(ok(data, 1))
 }
 
+/// `GET /api/insights?lookback=15m` (or `start`/`end`; `service` narrows to
+/// what one service calls, is called by, or runs): every insight view, as
+/// README documents. Not in the Jaeger envelope: the views are the top level.
+async fn insights(
+    State(state): State<AppState>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response, JaegerError> {
+    let (start_ns, end_ns) = params.range()?;
+    let mut insights = state.engine.insights(start_ns, end_ns).await?;
+    if let Some(service) = params.service.as_deref().filter(|s| !s.is_empty()) {
+        insights = insights.for_service(service);
+    }
+    Ok(axum::Json(insights).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,19 +489,4 @@ mod tests {
     fn query_values_are_percent_encoded() {
         assert_eq!(query_value("GET /a b"), "GET%20%2Fa%20b");
     }
-}
-
-/// `GET /api/insights?lookback=15m` (or `start`/`end`; `service` narrows to
-/// what one service calls, is called by, or runs): every insight view, as
-/// README documents. Not in the Jaeger envelope: the views are the top level.
-async fn insights(
-    State(state): State<AppState>,
-    Query(params): Query<RangeParams>,
-) -> Result<Response, JaegerError> {
-    let (start_ns, end_ns) = params.range()?;
-    let mut insights = state.engine.insights(start_ns, end_ns).await?;
-    if let Some(service) = params.service.as_deref().filter(|s| !s.is_empty()) {
-        insights = insights.for_service(service);
-    }
-    Ok(axum::Json(insights).into_response())
 }

@@ -139,8 +139,7 @@ mod tests {
         assert!(time_range(Some("6000"), Some("5000"), None, 1).is_err());
         assert!(
             time_range(Some("yesterday"), None, None, 1)
-                .unwrap_err()
-                .contains("'start'")
+                .is_err_and(|error| error.contains("'start'"))
         );
     }
 }

@@ -385,17 +385,16 @@ async fn record_events(state: HistoryState, subscription: Subscription) {
         if let (Some(id), Some(event_type)) = (
             message.body.get("delivery_id").and_then(Json::as_str),
             message.body.get("type").and_then(Json::as_str),
-        ) {
-            if let Ok(mut events) = state.events.lock() {
-                // Bounded: the demo may run for days.
-                if events.len() > 10_000 {
-                    events.clear();
-                }
-                events
-                    .entry(id.to_owned())
-                    .or_default()
-                    .push(event_type.to_owned());
+        ) && let Ok(mut events) = state.events.lock()
+        {
+            // Bounded: the demo may run for days.
+            if events.len() > 10_000 {
+                events.clear();
             }
+            events
+                .entry(id.to_owned())
+                .or_default()
+                .push(event_type.to_owned());
         }
         end_span(&context);
     }

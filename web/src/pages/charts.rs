@@ -295,11 +295,10 @@ fn layers(nodes: &[MapNode], edges: &[MapEdge]) -> BTreeMap<String, usize> {
     for edge in edges {
         if let (Some(&from), Some(&to)) =
             (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+            && from != to
         {
-            if from != to {
-                out[from].push(to);
-                incoming[to] += 1;
-            }
+            out[from].push(to);
+            incoming[to] += 1;
         }
     }
     fn visit(v: usize, out: &[Vec<usize>], state: &mut [u8], back: &mut BTreeSet<(usize, usize)>) {

@@ -138,8 +138,9 @@ fn span_message(data: &SpanData) -> Span {
 /// The spans as one export request: a resource per distinct resource, a
 /// scope per distinct scope, spans in the order given.
 pub fn export_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
-    type ScopeKey = (Option<String>, Option<String>);
-    let mut resources: Vec<(Vec<KeyValue>, BTreeMap<ScopeKey, Vec<Span>>)> = Vec::new();
+    // A scope is told apart by its name and version.
+    type SpansByScope = BTreeMap<(Option<String>, Option<String>), Vec<Span>>;
+    let mut resources: Vec<(Vec<KeyValue>, SpansByScope)> = Vec::new();
     for data in spans {
         let resource = key_values(&data.resource_attributes);
         let index = match resources
