@@ -11,7 +11,7 @@ start_weft() {
         --http-addr 127.0.0.1:0 --compaction-interval-secs 5 2>"$log" &
     WEFT_PID=$!
     for _ in $(seq 100); do
-        grep -q "http listening" "$log" 2>/dev/null && break
+        grep -q " http listening" "$log" 2>/dev/null && break
         sleep 0.1
     done
     GRPC=$(grep "otlp-grpc listening" "$log" | sed 's/.*addr=\([^ ]*\).*/\1/')

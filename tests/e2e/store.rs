@@ -464,18 +464,18 @@ async fn every_metric_type_is_stored_one_row_per_data_point() -> TestResult {
     Ok(())
 }
 
-/// `weft` restarts itself with two jemalloc arenas and keeps its process id,
+/// `weft` restarts itself with one jemalloc arena and keeps its process id,
 /// so a supervisor or `kill -9` still reaches the server; settings the user
 /// gave are kept.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_runs_with_two_malloc_arenas_unless_told_otherwise() -> TestResult {
+async fn the_server_runs_with_one_malloc_arena_unless_told_otherwise() -> TestResult {
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(dir.path(), &[])?;
     let environment = std::fs::read(format!("/proc/{}/environ", weft.pid()))?;
     let expected = match std::env::var("_RJEM_MALLOC_CONF") {
         Ok(set) => format!("_RJEM_MALLOC_CONF={set}"),
-        Err(_) => "_RJEM_MALLOC_CONF=narenas:2".to_owned(),
+        Err(_) => "_RJEM_MALLOC_CONF=narenas:1".to_owned(),
     };
     assert!(
         environment

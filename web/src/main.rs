@@ -72,7 +72,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc makes four arenas per core and a thread keeps to its arena, so
 /// memory freed by one thread's work serves only that arena again: at a
 /// steady 10,000 spans/s `weft serve` peaked at 94–96 MiB resident with the
-/// default and 83 MiB with two arenas, for the same CPU. jemalloc reads its
+/// default and 83 MiB with two arenas, for the same CPU. With the SQL count
+/// of the ingest benchmark, one arena peaked at 89–92 MiB against 96–100
+/// with two, for the same CPU at that rate (README, Performance). jemalloc reads its
 /// settings only as a process starts, so set them and start again: `exec`
 /// keeps the process id, arguments and the rest of the environment. Settings
 /// already given in the variable are left as they are.
@@ -81,7 +83,7 @@ fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;
     // tikv-jemallocator's jemalloc reads its settings under this prefixed name.
     const VARIABLE: &str = "_RJEM_MALLOC_CONF";
-    const SETTINGS: &str = "narenas:2";
+    const SETTINGS: &str = "narenas:1";
     if std::env::var_os(VARIABLE).is_some() {
         return;
     }
