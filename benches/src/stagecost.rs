@@ -1,7 +1,9 @@
 //! The CPU cost per span of each ingest stage, on one core, without a server:
 //! prost decoding (the floor), conversion of protobuf bytes to Arrow, a flush
 //! file's Parquet encoding, reading it back, and a merge of flush files (which
-//! copies row groups of at least 8,192 spans and rewrites smaller ones).
+//! copies row groups of at least 8,192 spans and rewrites smaller ones). For
+//! comparison, it also converts each flush's requests at once, in storage
+//! order, and encodes that batch without a gather: the road not taken.
 //! Prints the median of `--runs` runs in nanoseconds per span.
 //!
 //! `cargo run --release -p weft-benches --bin weft-stagecost`
@@ -17,11 +19,13 @@ use datafusion::parquet::arrow::ArrowWriter;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use weft_benches::{SPANS_PER_REQUEST, realistic_request};
-use weft_collector::convert::spans::protobuf_to_record_batch;
+use weft_collector::convert::spans::{protobuf_to_record_batch, protobufs_to_record_batch};
 use weft_collector::sorted::{
     COPY_MIN_ROWS, encode_batches_sorted, merge_in_memory, sort_for_storage,
 };
-use weft_collector::store::{ROWS_PER_GROUP, Table, decode_parquet, writer_properties};
+use weft_collector::store::{
+    ROWS_PER_GROUP, Table, decode_parquet, encode_parquet, writer_properties,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -81,6 +85,26 @@ fn main() -> Result<()> {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         record("flush file encode", elapsed_ns(started), spans);
         flush_bytes = files.iter().map(|f| f.len()).sum::<usize>();
+
+        // The same flushes converted a flush's requests at a time, already in
+        // storage order, and encoded without gathering: what converting at
+        // flush time instead of per request would cost.
+        let started = Instant::now();
+        let flush_batches = requests
+            .chunks(per_flush)
+            .map(|flush| {
+                let flush: Vec<&[u8]> = flush.iter().map(Vec::as_slice).collect();
+                protobufs_to_record_batch(&flush)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        record("convert a flush at once", elapsed_ns(started), spans);
+
+        let started = Instant::now();
+        for batch in &flush_batches {
+            encode_parquet(Table::Spans, std::slice::from_ref(batch))?;
+        }
+        record("its encode, nothing to gather", elapsed_ns(started), spans);
+        drop(flush_batches);
 
         let started = Instant::now();
         for file in &files {
