@@ -97,6 +97,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field's number and value, `None` at the end of the message.
+    #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         if self.rest.is_empty() {
             return Ok(None);
