@@ -219,6 +219,7 @@ pub enum ValueView<'a> {
 }
 
 impl<'a> ValueView<'a> {
+    #[inline(always)]
     fn parse(message: &'a [u8]) -> Result<Self, WireError> {
         let mut value = ValueView::Empty;
         let mut fields = Fields::new(message);
@@ -247,6 +248,7 @@ pub struct KeyValueView<'a> {
 }
 
 impl<'a> KeyValueView<'a> {
+    #[inline(always)]
     fn parse(message: &'a [u8]) -> Result<Self, WireError> {
         let mut kv = KeyValueView {
             key: "",
@@ -268,6 +270,7 @@ impl<'a> KeyValueView<'a> {
 }
 
 /// Appends the attribute in `message` to `attributes`.
+#[inline(always)]
 fn push_attribute<'a>(
     attributes: &mut Vec<KeyValueView<'a>>,
     message: &'a [u8],
