@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, MapArray, NullBufferBuilder, StringArray, StructArray,
+    Array, ArrayRef, AsArray, MapArray, NullBufferBuilder, StringArray, StructArray, new_null_array,
 };
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::interleave;
@@ -24,6 +24,14 @@ pub fn gather(
     columns: &[&dyn Array],
     positions: &[(usize, usize)],
 ) -> Result<ArrayRef, ArrowError> {
+    // Most promoted columns are null in most spans: nothing to copy.
+    if let Some(first) = columns.first()
+        && columns
+            .iter()
+            .all(|column| column.logical_null_count() == column.len())
+    {
+        return Ok(new_null_array(first.data_type(), positions.len()));
+    }
     match columns
         .first()
         .and_then(|column| text_map_type(column.data_type()))
@@ -237,6 +245,37 @@ mod tests {
             &gather(&sliced, &positions)?,
             &interleave(&sliced, &positions)?
         );
+        Ok(())
+    }
+
+    #[test]
+    fn columns_null_in_every_batch_gather_to_nulls_of_their_type() -> Result<(), ArrowError> {
+        use datafusion::arrow::array::Int64Array;
+
+        let texts: [ArrayRef; 2] = [
+            Arc::new(StringArray::from(vec![None::<&str>; 3])),
+            Arc::new(StringArray::from(vec![None::<&str>; 2])),
+        ];
+        let ints: [ArrayRef; 2] = [
+            Arc::new(Int64Array::from(vec![None; 3])),
+            Arc::new(Int64Array::from(vec![None; 2])),
+        ];
+        let positions = [(1, 1), (0, 2), (0, 0), (1, 0)];
+        for columns in [texts, ints] {
+            let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+            let gathered = gather(&columns, &positions)?;
+            assert_eq!(gathered.data_type(), columns[0].data_type());
+            assert_eq!(&gathered, &interleave(&columns, &positions)?);
+        }
+        // One value anywhere, and the column is gathered as usual.
+        let columns: [ArrayRef; 2] = [
+            Arc::new(StringArray::from(vec![None, None, Some("x")])),
+            Arc::new(StringArray::from(vec![None::<&str>; 2])),
+        ];
+        let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+        let gathered = gather(&columns, &positions)?;
+        let expected: ArrayRef = Arc::new(StringArray::from(vec![None, Some("x"), None, None]));
+        assert_eq!(&gathered, &expected);
         Ok(())
     }
 
