@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use datafusion::arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder,
+};
 use datafusion::arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use std::sync::Arc;
@@ -261,10 +263,16 @@ impl AttributeColumns {
 
     /// Appends one row holding a shared attribute set.
     pub fn append_shared(&mut self, attributes: &SharedAttributes) -> Result<(), ArrowError> {
-        self.values.keys().append_array(&attributes.keys)?;
-        self.values.values().append_array(&attributes.values)?;
-        self.types.keys().append_array(&attributes.type_keys)?;
-        self.types.values().append_array(&attributes.type_names)?;
+        // Scopes seldom have attributes and resources seldom non-string ones:
+        // an empty append still costs a call per builder.
+        if !attributes.keys.is_empty() {
+            self.values.keys().append_array(&attributes.keys)?;
+            self.values.values().append_array(&attributes.values)?;
+        }
+        if !attributes.type_keys.is_empty() {
+            self.types.keys().append_array(&attributes.type_keys)?;
+            self.types.values().append_array(&attributes.type_names)?;
+        }
         self.end_row();
         Ok(())
     }
