@@ -946,6 +946,63 @@ mod tests {
     }
 
     #[test]
+    fn each_row_holds_its_resources_and_scopes_attributes_and_types() -> TestResult {
+        use datafusion::arrow::array::{AsArray, MapArray};
+
+        let mut request = every_field();
+        let resource = &mut request.resource_spans[0];
+        if let Some(resource) = &mut resource.resource {
+            resource
+                .attributes
+                .push(attribute("host.cpus", Value::IntValue(8)));
+        }
+        // The first scope has an attribute of every type; the second has none.
+        let mut bare = resource.scope_spans[0].clone();
+        bare.scope = None;
+        bare.spans.truncate(1);
+        bare.spans[0].trace_id = vec![9; 16];
+        resource.scope_spans.push(bare);
+        let batch = to_record_batch(&request)?;
+        assert_eq!(batch.num_rows(), 3);
+        let map = |name: &str| -> Result<MapArray, String> {
+            let column = batch.column_by_name(name).ok_or(name.to_owned())?;
+            Ok(column.as_map().clone())
+        };
+        let keys = |map: &MapArray, row: usize| -> Vec<String> {
+            let entries = map.value(row);
+            let keys = entries.column(0).as_string::<i32>();
+            keys.iter().flatten().map(str::to_owned).collect()
+        };
+        let scope_attributes = map(spans::SCOPE_ATTRIBUTES)?;
+        let scope_types = map(spans::SCOPE_ATTRIBUTE_TYPES)?;
+        let resource_types = map(spans::RESOURCE_ATTRIBUTE_TYPES)?;
+        let resource_attributes = map(spans::RESOURCE_ATTRIBUTES)?;
+        let typed = [
+            "http.response.status_code",
+            "d",
+            "b",
+            "bytes",
+            "array",
+            "empty",
+        ];
+        // Rows in storage order: trace ids [1; 16] (the first scope) before [9; 16].
+        for row in 0..2 {
+            assert_eq!(keys(&scope_attributes, row).len(), 7);
+            assert_eq!(keys(&scope_types, row), typed);
+        }
+        assert!(keys(&scope_attributes, 2).is_empty());
+        assert!(keys(&scope_types, 2).is_empty());
+        for row in 0..3 {
+            assert_eq!(
+                keys(&resource_attributes, row),
+                ["service.name", "service.version", "host.cpus"]
+            );
+            assert_eq!(keys(&resource_types, row), ["host.cpus"]);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn rows_come_in_storage_order_each_with_its_own_resource_and_scope() -> TestResult {
         use datafusion::arrow::array::{AsArray, StringArray};
         use datafusion::arrow::datatypes::TimestampNanosecondType;
