@@ -10,6 +10,7 @@
 
 pub mod compaction;
 pub mod convert;
+mod empty_leaves;
 mod flush;
 mod gather;
 pub mod grpc;

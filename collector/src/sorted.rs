@@ -28,12 +28,15 @@ use datafusion::parquet::bloom_filter::Sbbf;
 use datafusion::parquet::column::writer::ColumnCloseResult;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::reader::ChunkReader;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use weft_schema::{metrics, spans};
 
 use crate::gather::gather;
-use crate::store::{ROWS_PER_GROUP, StoreError, Table, concat, writer_properties};
+use crate::store::{
+    ROWS_PER_GROUP, StoreError, Table, concat, flush_writer_properties, writer_properties,
+};
 
 /// Row groups with at least this many rows are copied by a merge, not
 /// rewritten. A 1-second flush at 8,192 spans/s or more makes them; smaller
@@ -135,9 +138,9 @@ pub fn sort_for_storage(
 /// `batches` encoded as one Parquet file in storage order, in row groups of
 /// [`ROWS_PER_GROUP`].
 pub fn encode_batches_sorted(table: Table, batches: &[RecordBatch]) -> Result<Bytes, StoreError> {
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let mut out = Vec::new();
-    let (mut file, factory) = file_writer(table, rows, &mut out)?;
+    let properties = flush_writer_properties(table, batches)?;
+    let (mut file, factory) = file_writer(table, properties, &mut out)?;
     write_sorted(table, batches, &mut file, &factory, ROWS_PER_GROUP)?;
     file.close()?;
     Ok(Bytes::from(out))
@@ -179,7 +182,7 @@ pub fn merge_files<R: MergeSource, W: Write + Send>(
         .map(|source| MergeInput::open(table, source))
         .collect::<Result<Vec<_>, _>>()?;
     let rewritten: usize = inputs.iter().map(MergeInput::small_rows).sum();
-    let (mut file, factory) = file_writer(table, rewritten, out)?;
+    let (mut file, factory) = file_writer(table, writer_properties(table, rewritten)?, out)?;
     let mut rows = 0;
     for input in &inputs {
         rows += input.copy_large_groups(&mut file)?;
@@ -231,14 +234,13 @@ pub fn merge_into_file(
     Ok(rows)
 }
 
-/// A Parquet writer with the store's settings, taken apart so that row groups
-/// can be written column by column or copied; `rows` sizes the bloom filter.
+/// A Parquet writer taken apart so that row groups can be written column by
+/// column or copied.
 fn file_writer<W: Write + Send>(
     table: Table,
-    rows: usize,
+    properties: WriterProperties,
     out: W,
 ) -> Result<(SerializedFileWriter<W>, ArrowRowGroupWriterFactory), StoreError> {
-    let properties = writer_properties(table, rows)?;
     Ok(ArrowWriter::try_new(out, table.schema(), Some(properties))?.into_serialized_writer()?)
 }
 

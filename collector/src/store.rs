@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::empty_leaves::leaves_without_values;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
@@ -14,7 +15,9 @@ use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
-use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::file::properties::{
+    EnabledStatistics, WriterProperties, WriterPropertiesBuilder,
+};
 use datafusion::parquet::schema::types::ColumnPath;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
@@ -263,6 +266,39 @@ const PAGE_BYTES: usize = 256 * 1024;
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
 pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, StoreError> {
+    Ok(properties_builder(table, rows)?.build())
+}
+
+/// [`writer_properties`] for a file of `batches`, with every leaf column that
+/// holds no value in them written uncompressed: its pages are only levels,
+/// and each compressed column costs a zstd context pair (see
+/// [`crate::empty_leaves`]). In the ingest benchmark's flushes 13 top-level
+/// columns and every field of `links` hold nothing: 10,000 spans/s took
+/// 6.9–8.1 % of a core (median 7.1) against 6.9–7.9 % (median 7.5) before,
+/// 7 runs each in turn, and flush files 0.1 byte per span smaller.
+pub fn flush_writer_properties(
+    table: Table,
+    batches: &[RecordBatch],
+) -> Result<WriterProperties, StoreError> {
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut builder = properties_builder(table, rows)?;
+    let parquet_schema = ArrowSchemaConverter::new().convert(&table.schema())?;
+    let empty = leaves_without_values(&table.schema(), batches);
+    if empty.len() == parquet_schema.num_columns() {
+        for (leaf, _) in parquet_schema
+            .columns()
+            .iter()
+            .zip(empty)
+            .filter(|(_, empty)| *empty)
+        {
+            builder =
+                builder.set_column_compression(leaf.path().clone(), Compression::UNCOMPRESSED);
+        }
+    }
+    Ok(builder.build())
+}
+
+fn properties_builder(table: Table, rows: usize) -> Result<WriterPropertiesBuilder, StoreError> {
     let mut builder = WriterProperties::builder()
         // Level 1: each file is encoded once, as it is flushed, so encoding
         // speed is ingest speed; level 3 was 8 % slower for 1 % fewer bytes.
@@ -303,7 +339,7 @@ pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, 
                 .set_column_encoding(path.clone(), encoding);
         }
     }
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// The encoding of a `spans` column whose values a dictionary does not pay
@@ -472,6 +508,44 @@ mod tests {
                 .ok_or(path)?;
             assert!(column.statistics().is_none(), "{path} has statistics");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn flush_files_leave_the_columns_without_values_uncompressed()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bytes = crate::sorted::encode_batches_sorted(Table::Spans, &[spans(3)?])?;
+        let reader = SerializedFileReader::new(bytes)?;
+        let compression = |path: &str| {
+            reader
+                .metadata()
+                .row_group(0)
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .map(|c| c.compression())
+                .ok_or(format!("no column {path}"))
+        };
+        // Set in every span.
+        for path in [spans::TRACE_ID, spans::NAME, spans::START_TIME] {
+            assert!(matches!(compression(path)?, Compression::ZSTD(_)), "{path}");
+        }
+        // Null in every span, or under an empty list or map.
+        for path in [
+            spans::TRACE_STATE,
+            spans::STATUS_MESSAGE,
+            "links.list.item.trace_id",
+            "attributes.entries.value",
+            "events.list.item.name",
+        ] {
+            assert_eq!(compression(path)?, Compression::UNCOMPRESSED, "{path}");
+        }
+        // Files of merges keep zstd everywhere.
+        let merged = writer_properties(Table::Spans, 3)?;
+        assert!(matches!(
+            merged.compression(&ColumnPath::from(spans::TRACE_STATE)),
+            Compression::ZSTD(_)
+        ));
         Ok(())
     }
 
