@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::empty_leaves::leaves_without_values;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
@@ -26,6 +25,8 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use weft_schema::{
     ATTRIBUTE_MAP_ENTRIES, ATTRIBUTE_MAP_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans,
 };
+
+use crate::empty_leaves::leaves_without_values;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -266,7 +267,7 @@ const PAGE_BYTES: usize = 256 * 1024;
 /// Writer settings: zstd, page statistics, dictionaries for the repetitive
 /// columns, and a bloom filter on `trace_id` so a lookup by id skips row groups.
 pub fn writer_properties(table: Table, rows: usize) -> Result<WriterProperties, StoreError> {
-    Ok(properties_builder(table, rows)?.build())
+    Ok(properties_builder(table, rows, &[])?.build())
 }
 
 /// [`writer_properties`] for a file of `batches`, with every leaf column that
@@ -281,24 +282,17 @@ pub fn flush_writer_properties(
     batches: &[RecordBatch],
 ) -> Result<WriterProperties, StoreError> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut builder = properties_builder(table, rows)?;
-    let parquet_schema = ArrowSchemaConverter::new().convert(&table.schema())?;
     let empty = leaves_without_values(&table.schema(), batches);
-    if empty.len() == parquet_schema.num_columns() {
-        for (leaf, _) in parquet_schema
-            .columns()
-            .iter()
-            .zip(empty)
-            .filter(|(_, empty)| *empty)
-        {
-            builder =
-                builder.set_column_compression(leaf.path().clone(), Compression::UNCOMPRESSED);
-        }
-    }
-    Ok(builder.build())
+    Ok(properties_builder(table, rows, &empty)?.build())
 }
 
-fn properties_builder(table: Table, rows: usize) -> Result<WriterPropertiesBuilder, StoreError> {
+/// The store's settings; `empty_leaves`, if it has one entry per leaf column,
+/// says which leaves to leave uncompressed.
+fn properties_builder(
+    table: Table,
+    rows: usize,
+    empty_leaves: &[bool],
+) -> Result<WriterPropertiesBuilder, StoreError> {
     let mut builder = WriterProperties::builder()
         // Level 1: each file is encoded once, as it is flushed, so encoding
         // speed is ingest speed; level 3 was 8 % slower for 1 % fewer bytes.
@@ -322,9 +316,13 @@ fn properties_builder(table: Table, rows: usize) -> Result<WriterPropertiesBuild
             .set_column_bloom_filter_max_ndv(trace_id, rows.clamp(1, ROWS_PER_GROUP) as u64);
     }
     let parquet_schema = ArrowSchemaConverter::new().convert(&table.schema())?;
-    for leaf in parquet_schema.columns() {
+    let by_leaf = empty_leaves.len() == parquet_schema.num_columns();
+    for (index, leaf) in parquet_schema.columns().iter().enumerate() {
         let path = leaf.path();
         let parts = path.parts();
+        if by_leaf && empty_leaves[index] {
+            builder = builder.set_column_compression(path.clone(), Compression::UNCOMPRESSED);
+        }
         // No reader prunes by the minimum and maximum of an attribute map's
         // keys or values, and computing them compares every string written
         // (about a tenth of the encoding time).
