@@ -27,6 +27,15 @@ use weft_collector::store::{
     ROWS_PER_GROUP, Table, decode_parquet, encode_parquet, writer_properties,
 };
 
+/// The allocator `weft` runs with (`web/src/main.rs`), so that the stages
+/// are timed as the server runs them: under glibc's allocator a flush file's
+/// encoding took 2,142–2,202 ns per span against 2,303–2,383 under jemalloc,
+/// and prost decoding 1,883–1,890 against 1,405–1,428 (README, Performance,
+/// session 20).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Requests of 512 spans in one flush file (64: one second at 32,768 spans/s).
