@@ -22,7 +22,7 @@ use prost::Message;
 use serde::Serialize;
 
 use crate::convert::spans::ConvertError;
-use crate::ingest::{Ingest, IngestError};
+use crate::ingest::{Ingest, IngestError, run_cpu_bound};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -248,7 +248,8 @@ fn decompress(
 }
 
 /// Reads and decompresses a request's body, then runs `decode` on it; the
-/// CPU work runs off the async workers.
+/// CPU work runs in place for a small protobuf body and on the blocking pool
+/// otherwise, as conversion does (`ingest::run_cpu_bound`).
 async fn read_then<T: Send + 'static>(
     request: Request,
     encoding: Encoding,
@@ -256,7 +257,14 @@ async fn read_then<T: Send + 'static>(
     decode: impl FnOnce(Bytes) -> Result<T, OtlpError> + Send + 'static,
 ) -> Result<T, OtlpError> {
     let (body, content_encoding) = read_body(request, encoding, limit).await?;
-    tokio::task::spawn_blocking(move || {
+    // Per byte, inflating gzip and decoding JSON take far longer than
+    // reading protobuf: those always go to the pool.
+    let work_bytes = if content_encoding == "gzip" || encoding == Encoding::Json {
+        usize::MAX
+    } else {
+        body.len()
+    };
+    run_cpu_bound(work_bytes, move || {
         decode(decompress(body, &content_encoding, encoding, limit)?)
     })
     .await

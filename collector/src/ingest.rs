@@ -263,14 +263,14 @@ const CONVERT_IN_PLACE_MAX_BYTES: usize = 256 << 10;
 
 /// Runs `work`, CPU-bound over `input_bytes` of a request, in place when the
 /// request is small and on the blocking pool when it is not.
-async fn run_cpu_bound<T: Send + 'static>(
+pub(crate) async fn run_cpu_bound<T: Send + 'static>(
     input_bytes: usize,
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, IngestError> {
+) -> Result<T, tokio::task::JoinError> {
     if input_bytes <= CONVERT_IN_PLACE_MAX_BYTES {
         Ok(work())
     } else {
-        Ok(tokio::task::spawn_blocking(work).await?)
+        tokio::task::spawn_blocking(work).await
     }
 }
 
@@ -505,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_requests_convert_in_place_and_large_ones_on_the_blocking_pool()
-    -> Result<(), IngestError> {
+    -> Result<(), tokio::task::JoinError> {
         let here = std::thread::current().id();
         let thread = || std::thread::current().id();
         let small = run_cpu_bound(CONVERT_IN_PLACE_MAX_BYTES, thread).await?;
