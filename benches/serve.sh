@@ -1,14 +1,15 @@
 # Sourced by the ingest benchmarks: starting and stopping a `weft serve`
 # for the load generator.
 
-# start_weft WEFT_BINARY DATA_DIR LOG: starts `weft serve` on a fresh
-# DATA_DIR with ephemeral ports and compaction every 5 s; sets WEFT_PID, GRPC
-# and HTTP (host:port) once it listens.
+# start_weft WEFT_BINARY DATA_DIR LOG [COMPACTION_SECS]: starts `weft serve`
+# on a fresh DATA_DIR with ephemeral ports and compaction every
+# COMPACTION_SECS (default 5); sets WEFT_PID, GRPC and HTTP (host:port) once
+# it listens.
 start_weft() {
-    local bin="$1" data="$2" log="$3"
+    local bin="$1" data="$2" log="$3" compaction="${4:-5}"
     rm -rf "$data"
     "$bin" serve --data-dir "$data" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --compaction-interval-secs 5 2>"$log" &
+        --http-addr 127.0.0.1:0 --compaction-interval-secs "$compaction" 2>"$log" &
     WEFT_PID=$!
     for _ in $(seq 100); do
         grep -q " http listening" "$log" 2>/dev/null && break
