@@ -254,11 +254,12 @@ impl Ingest {
 /// that one huge request does not hold up the worker's other connections.
 /// Handing a request to a pool thread and back costs two wake-ups, often on
 /// the other core, with the request's bytes and rows crossing between the
-/// cores' caches: converting in place took 6.0–7.4 % of a core at 10,000
-/// spans/s (median 6.3) against 6.2–8.0 % (median 7.2) in 8 pairs of runs,
-/// and 169,722 and 183,085 spans per CPU-second at full speed against
-/// 166,378 and 169,967, with ack p99 at 36,000 spans/s 15.7, 14.4 ms against
-/// 16.6, 16.4 (README, Performance, session 20).
+/// cores' caches. Converting in place took a median of 6.3 and 6.9 % of a
+/// core at 10,000 spans/s against 7.2 and 7.2 % (8 and 16 pairs of runs; a
+/// small gain against this machine's noise), and 169,722 and 183,085 spans
+/// per CPU-second at full speed against 166,378 and 169,967, with ack p99 at
+/// 36,000 spans/s 15.7, 14.4 ms against 16.6, 16.4 (README, Performance,
+/// session 20).
 const CONVERT_IN_PLACE_MAX_BYTES: usize = 256 << 10;
 
 /// Runs `work`, CPU-bound over `input_bytes` of a request, in place when the
