@@ -247,6 +247,18 @@ fn decompress(
     }
 }
 
+/// How much work reading a body is, in protobuf bytes, for `run_cpu_bound`.
+/// Per byte, inflating gzip and decoding JSON take far longer than reading
+/// protobuf, and a gzip body's size says little about its inflated one: those
+/// count as unbounded, so they always go to the blocking pool.
+fn work_bytes(body_len: usize, content_encoding: &str, encoding: Encoding) -> usize {
+    if content_encoding == "gzip" || encoding == Encoding::Json {
+        usize::MAX
+    } else {
+        body_len
+    }
+}
+
 /// Reads and decompresses a request's body, then runs `decode` on it; the
 /// CPU work runs in place for a small protobuf body and on the blocking pool
 /// otherwise, as conversion does (`ingest::run_cpu_bound`).
@@ -257,13 +269,7 @@ async fn read_then<T: Send + 'static>(
     decode: impl FnOnce(Bytes) -> Result<T, OtlpError> + Send + 'static,
 ) -> Result<T, OtlpError> {
     let (body, content_encoding) = read_body(request, encoding, limit).await?;
-    // Per byte, inflating gzip and decoding JSON take far longer than
-    // reading protobuf: those always go to the pool.
-    let work_bytes = if content_encoding == "gzip" || encoding == Encoding::Json {
-        usize::MAX
-    } else {
-        body.len()
-    };
+    let work_bytes = work_bytes(body.len(), &content_encoding, encoding);
     run_cpu_bound(work_bytes, move || {
         decode(decompress(body, &content_encoding, encoding, limit)?)
     })
@@ -384,4 +390,18 @@ async fn export_metrics(
         &ExportMetricsServiceResponse { partial_success },
         encoding,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_protobuf_bodies_are_sized_by_their_length() {
+        assert_eq!(work_bytes(1000, "identity", Encoding::Protobuf), 1000);
+        assert_eq!(work_bytes(1000, "", Encoding::Protobuf), 1000);
+        assert_eq!(work_bytes(1000, "gzip", Encoding::Protobuf), usize::MAX);
+        assert_eq!(work_bytes(1000, "identity", Encoding::Json), usize::MAX);
+        assert_eq!(work_bytes(1000, "gzip", Encoding::Json), usize::MAX);
+    }
 }
