@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 mod ingest;
 mod memory;
+mod repeated_maps;
 pub mod sorted;
 pub mod store;
 pub mod wal;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::arrow::error::ArrowError;
@@ -31,9 +31,11 @@ use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::reader::ChunkReader;
 use datafusion::parquet::file::writer::SerializedFileWriter;
+use datafusion::parquet::schema::types::ColumnDescPtr;
 use weft_schema::{metrics, spans};
 
 use crate::gather::gather;
+use crate::repeated_maps::{self, EncodedLeaf, PageLimits, is_repeated_map};
 use crate::store::{
     ROWS_PER_GROUP, StoreError, Table, concat, flush_writer_properties, writer_properties,
 };
@@ -321,10 +323,18 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
     let schema = table.schema();
     // A top-level column is written by one writer per Parquet leaf column under it.
     let descriptor = file.schema_descr();
+    let leaf_descriptors: Vec<ColumnDescPtr> = (0..descriptor.num_columns())
+        .map(|leaf| descriptor.column(leaf))
+        .collect();
     let mut leaves = vec![0; schema.fields().len()];
     for leaf in 0..descriptor.num_columns() {
         leaves[descriptor.get_column_root_idx(leaf)] += 1;
     }
+    let properties = Arc::clone(file.properties());
+    let page_limits = PageLimits {
+        rows: properties.data_page_row_count_limit(),
+        bytes: properties.data_page_size_limit(),
+    };
     let first_group = file.flushed_row_groups().len();
     let mut writers = (0..groups.len())
         .map(|group| {
@@ -333,8 +343,11 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
                 .map(Vec::into_iter)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut chunks: Vec<Vec<ArrowColumnChunk>> = groups.iter().map(|_| Vec::new()).collect();
+    let mut chunks: Vec<Vec<Chunk>> = groups.iter().map(|_| Vec::new()).collect();
+    let mut first_leaf = 0;
     for (field, leaf_count) in schema.fields().iter().zip(leaves) {
+        let field_leaves = &leaf_descriptors[first_leaf..first_leaf + leaf_count];
+        first_leaf += leaf_count;
         let columns: Vec<ArrayRef> = source
             .columns(&[field.name()])?
             .iter()
@@ -351,11 +364,23 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
             ))
             .into());
         }
+        let maps: Option<Vec<&MapArray>> =
+            match (is_repeated_map(table, field.name()), field_leaves) {
+                (true, [_, _]) => columns.iter().map(|c| c.as_map_opt()).collect(),
+                _ => None,
+            };
         let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
         for ((group, group_writers), group_chunks) in
             groups.iter().zip(&mut writers).zip(&mut chunks)
         {
             let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
+            if let (Some(maps), [key, value]) = (&maps, field_leaves)
+                && let Some(encoded) =
+                    repeated_maps::encode(maps, group, key, value, &properties, page_limits)?
+            {
+                group_chunks.extend(encoded.map(Chunk::Encoded));
+                continue;
+            }
             for chunk in group.chunks(WRITE_CHUNK_ROWS) {
                 let sorted = gather(&columns, chunk)?;
                 for (writer, leaf) in leaf_writers.iter_mut().zip(compute_leaves(field, &sorted)?) {
@@ -363,18 +388,28 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
                 }
             }
             for writer in leaf_writers {
-                group_chunks.push(writer.close()?);
+                group_chunks.push(Chunk::Arrow(writer.close()?));
             }
         }
     }
     for group_chunks in chunks {
         let mut row_group = file.next_row_group()?;
         for chunk in group_chunks {
-            chunk.append_to_row_group(&mut row_group)?;
+            match chunk {
+                Chunk::Arrow(chunk) => chunk.append_to_row_group(&mut row_group)?,
+                Chunk::Encoded(chunk) => chunk.append_to_row_group(&mut row_group)?,
+            }
         }
         row_group.close()?;
     }
     Ok(rows)
+}
+
+/// A leaf column chunk ready for its row group: from the Arrow writer, or
+/// from [`repeated_maps`].
+enum Chunk {
+    Arrow(ArrowColumnChunk),
+    Encoded(EncodedLeaf),
 }
 
 /// One input file of a merge, its footer and page index read once.

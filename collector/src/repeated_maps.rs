@@ -1,0 +1,801 @@
+//! Map columns whose rows repeat a few whole maps: the resource and scope
+//! attributes, which every span of a resource carries in full.
+//!
+//! The Arrow writer encodes such a column as if every row were new: levels,
+//! a dictionary lookup of each value and zstd over each key, for every entry
+//! of every row, after gathering every entry into storage order. For
+//! `resource_attributes` that was 258 ns of a flush file's 2,350 per span of
+//! the ingest benchmark, for 0.9 bytes. Here each distinct map is encoded
+//! once, into the bits of its levels and dictionary indices, and a row is its
+//! map's bits appended to the page: a flush file took 2,112–2,137 ns per span
+//! against 2,300–2,402 (`weft-stagecost`, 3 runs each in turn), and the
+//! server 5.85 % of a core at 10,000 spans/s against 6.35 (medians of 8
+//! pairs, `benches/compare-steady.sh`).
+//!
+//! The pages are the Arrow writer's for a dictionary-encoded column: a plain
+//! dictionary page, then v1 data pages of RLE-hybrid repetition and
+//! definition levels and RLE_DICTIONARY indices (all as bit-packed runs,
+//! which zstd shrinks as well as run lengths would), compressed as the file's
+//! settings say, with an offset index and no statistics, as maps have none.
+//! A column of mostly distinct maps goes to the Arrow writer instead.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::ops::Range;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, AsArray, MapArray, StringArray};
+use datafusion::common::HashMap;
+use datafusion::parquet::basic::{Compression, Encoding, PageType};
+use datafusion::parquet::column::page::{CompressedPage, Page, PageWriter};
+use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{
+    ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats,
+};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::writer::{
+    SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite,
+};
+use datafusion::parquet::schema::types::ColumnDescPtr;
+use weft_schema::{metrics, spans};
+
+use crate::store::Table;
+
+/// The columns written here: a span's resource and scope attributes are its
+/// resource's and scope's, the same for every span of a request's resource.
+pub(crate) fn is_repeated_map(table: Table, column: &str) -> bool {
+    match table {
+        Table::Spans => matches!(
+            column,
+            spans::RESOURCE_ATTRIBUTES
+                | spans::RESOURCE_ATTRIBUTE_TYPES
+                | spans::SCOPE_ATTRIBUTES
+                | spans::SCOPE_ATTRIBUTE_TYPES
+        ),
+        Table::Metrics => matches!(
+            column,
+            metrics::RESOURCE_ATTRIBUTES
+                | metrics::RESOURCE_ATTRIBUTE_TYPES
+                | metrics::SCOPE_ATTRIBUTES
+                | metrics::SCOPE_ATTRIBUTE_TYPES
+        ),
+    }
+}
+
+/// Where a page closes, as the Arrow writer's settings say: at `rows` rows or
+/// about `bytes` bytes of encoded levels and indices, whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageLimits {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// One leaf column chunk, encoded, waiting to be appended to its row group.
+pub(crate) struct EncodedLeaf {
+    bytes: Bytes,
+    close: ColumnCloseResult,
+}
+
+impl EncodedLeaf {
+    pub(crate) fn append_to_row_group<W: Write + Send>(
+        self,
+        row_group: &mut SerializedRowGroupWriter<'_, W>,
+    ) -> Result<(), ParquetError> {
+        row_group.append_column(&self.bytes, self.close)
+    }
+}
+
+/// The two leaf chunks (keys, then values) of the maps at `rows`, given as
+/// (batch, row) into `maps`; `None` if the maps are mostly distinct or hold
+/// nothing, which the Arrow writer encodes as well or better.
+///
+/// `key` and `value` are the leaves' descriptors in the file being written.
+pub(crate) fn encode(
+    maps: &[&MapArray],
+    rows: &[(usize, usize)],
+    key: &ColumnDescPtr,
+    value: &ColumnDescPtr,
+    properties: &WriterProperties,
+    limits: PageLimits,
+) -> Result<Option<[EncodedLeaf; 2]>, ParquetError> {
+    // A map of the schema's shape (required map, required key, optional
+    // value) and no other: the levels below are written for that one.
+    let levels = |leaf: &ColumnDescPtr| (leaf.max_def_level(), leaf.max_rep_level());
+    if levels(key) != (1, 1) || levels(value) != (2, 1) {
+        return Ok(None);
+    }
+    let Some(sources) = maps
+        .iter()
+        .map(|map| MapSource::of(map))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let Some(distinct) = Distinct::of(&sources, rows) else {
+        return Ok(None);
+    };
+    let keys = LeafPatterns::keys(&distinct);
+    let values = LeafPatterns::values(&distinct);
+    if values.dictionary.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some([
+        write_leaf(&keys, &distinct.row_maps, key, properties, limits)?,
+        write_leaf(&values, &distinct.row_maps, value, properties, limits)?,
+    ]))
+}
+
+/// One batch's map column, its parts typed.
+struct MapSource<'a> {
+    offsets: &'a [i32],
+    keys: &'a StringArray,
+    values: &'a StringArray,
+}
+
+impl<'a> MapSource<'a> {
+    fn of(map: &'a MapArray) -> Option<Self> {
+        // The schema's maps are never null; one that is goes the general way.
+        if map.null_count() > 0 {
+            return None;
+        }
+        Some(Self {
+            offsets: map.value_offsets(),
+            keys: map.keys().as_string_opt::<i32>()?,
+            values: map.values().as_string_opt::<i32>()?,
+        })
+    }
+
+    fn map(&'a self, row: usize) -> MapRef<'a> {
+        MapRef {
+            source: self,
+            start: self.offsets[row] as usize,
+            end: self.offsets[row + 1] as usize,
+        }
+    }
+}
+
+/// One row's map, compared and hashed by its entries.
+#[derive(Clone, Copy)]
+struct MapRef<'a> {
+    source: &'a MapSource<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> MapRef<'a> {
+    fn entries(&self) -> Range<usize> {
+        self.start..self.end
+    }
+
+    fn key(&self, entry: usize) -> &'a str {
+        self.source.keys.value(entry)
+    }
+
+    fn value(&self, entry: usize) -> Option<&'a str> {
+        let values = self.source.values;
+        values.is_valid(entry).then(|| values.value(entry))
+    }
+
+    /// Bytes of all keys and of all values: maps that differ mostly differ
+    /// here, which two subtractions tell.
+    fn text_lengths(&self) -> (usize, usize) {
+        let entries = self.entries();
+        (
+            Self::text(self.source.keys, &entries).len(),
+            Self::text(self.source.values, &entries).len(),
+        )
+    }
+
+    /// The keys' (or values') text of all entries, end to end.
+    fn text(array: &'a StringArray, entries: &Range<usize>) -> &'a [u8] {
+        let offsets = array.value_offsets();
+        &array.value_data()[offsets[entries.start] as usize..offsets[entries.end] as usize]
+    }
+}
+
+impl Hash for MapRef<'_> {
+    // The entries' text end to end: two writes, however many entries. Equal
+    // text with other boundaries collides and is told apart by `eq`.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let entries = self.entries();
+        state.write_usize(entries.len());
+        state.write(Self::text(self.source.keys, &entries));
+        state.write(Self::text(self.source.values, &entries));
+    }
+}
+
+impl PartialEq for MapRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries().len() == other.entries().len()
+            && self.text_lengths() == other.text_lengths()
+            && self
+                .entries()
+                .zip(other.entries())
+                .all(|(a, b)| self.key(a) == other.key(b) && self.value(a) == other.value(b))
+    }
+}
+
+impl Eq for MapRef<'_> {}
+
+/// The distinct maps of the rows to write, and which one each row has.
+struct Distinct<'a> {
+    maps: Vec<MapRef<'a>>,
+    row_maps: Vec<u32>,
+}
+
+impl<'a> Distinct<'a> {
+    /// `None` when more than one row in [`MOSTLY_DISTINCT`] has a map of its
+    /// own, or no row has an entry.
+    fn of(sources: &'a [MapSource<'a>], rows: &[(usize, usize)]) -> Option<Self> {
+        // A column without entries (scope attributes, mostly) has nothing to share.
+        if sources
+            .iter()
+            .all(|source| source.offsets.first() == source.offsets.last())
+        {
+            return None;
+        }
+        let mut ids: HashMap<MapRef<'a>, u32> = HashMap::default();
+        let mut maps: Vec<MapRef<'a>> = Vec::new();
+        // The distinct maps met in each batch so far. A request has a few
+        // resources, so a row's map is nearly always one of these, found by
+        // comparing without hashing the row.
+        let mut seen: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
+        let mut row_maps = Vec::with_capacity(rows.len());
+        let most = (rows.len() / MOSTLY_DISTINCT).max(1);
+        for &(batch, row) in rows {
+            let map = sources.get(batch)?.map(row);
+            let seen = &mut seen[batch];
+            let id = match seen.iter().find(|&&id| maps[id as usize] == map) {
+                Some(&id) => id,
+                None => {
+                    let id = *ids.entry(map).or_insert_with(|| {
+                        maps.push(map);
+                        (maps.len() - 1) as u32
+                    });
+                    if seen.len() < SEEN_PER_BATCH {
+                        seen.push(id);
+                    }
+                    id
+                }
+            };
+            if maps.len() > most {
+                return None;
+            }
+            row_maps.push(id);
+        }
+        Some(Self { maps, row_maps })
+    }
+}
+
+/// Distinct maps per batch compared before hashing: the ingest benchmark's
+/// requests have 4 resources each.
+const SEEN_PER_BATCH: usize = 8;
+
+/// Dedup pays when rows share maps; with more than one distinct map in this
+/// many rows, the column is left to the Arrow writer.
+const MOSTLY_DISTINCT: usize = 4;
+
+/// Each distinct map's part of one leaf column: its levels and indices as
+/// bits, how many of each, and the leaf's dictionary.
+struct LeafPatterns<'a> {
+    maps: Vec<MapPattern>,
+    dictionary: Vec<&'a str>,
+    /// Bit widths of the definition levels and of the dictionary indices.
+    def_width: usize,
+    index_width: usize,
+}
+
+struct MapPattern {
+    repetition: Bits,
+    definition: Bits,
+    indices: Bits,
+    /// Levels (one per entry, or one for an empty map) and indices (one per
+    /// non-null value).
+    levels: usize,
+    values: usize,
+}
+
+impl<'a> LeafPatterns<'a> {
+    /// The `key` leaf: required, one level of definition (the entry exists).
+    fn keys(distinct: &Distinct<'a>) -> Self {
+        Self::build(distinct, 1, |map, entry| Some(map.key(entry)))
+    }
+
+    /// The `value` leaf: optional, two levels of definition (the entry
+    /// exists, its value is not null).
+    fn values(distinct: &Distinct<'a>) -> Self {
+        Self::build(distinct, 2, |map, entry| map.value(entry))
+    }
+
+    fn build(
+        distinct: &Distinct<'a>,
+        max_definition: i16,
+        text: impl Fn(&MapRef<'a>, usize) -> Option<&'a str>,
+    ) -> Self {
+        let mut ids: HashMap<&'a str, u64> = HashMap::default();
+        let mut dictionary = Vec::new();
+        let mut map_ids: Vec<Vec<Option<u64>>> = Vec::with_capacity(distinct.maps.len());
+        for map in &distinct.maps {
+            let entries = map.entries().map(|entry| {
+                text(map, entry).map(|text| {
+                    *ids.entry(text).or_insert_with(|| {
+                        dictionary.push(text);
+                        (dictionary.len() - 1) as u64
+                    })
+                })
+            });
+            map_ids.push(entries.collect());
+        }
+        let def_width = bit_width(max_definition as u64);
+        let index_width = bit_width(dictionary.len().saturating_sub(1) as u64);
+        let maps = map_ids
+            .iter()
+            .map(|ids| {
+                let mut pattern = MapPattern {
+                    repetition: Bits::default(),
+                    definition: Bits::default(),
+                    indices: Bits::default(),
+                    levels: ids.len().max(1),
+                    values: 0,
+                };
+                if ids.is_empty() {
+                    pattern.repetition.push(0, 1);
+                    pattern.definition.push(0, def_width);
+                }
+                for (entry, id) in ids.iter().enumerate() {
+                    pattern.repetition.push(u64::from(entry > 0), 1);
+                    match id {
+                        Some(id) => {
+                            pattern.definition.push(max_definition as u64, def_width);
+                            pattern.indices.push(*id, index_width);
+                            pattern.values += 1;
+                        }
+                        None => pattern
+                            .definition
+                            .push(max_definition as u64 - 1, def_width),
+                    }
+                }
+                pattern
+            })
+            .collect();
+        Self {
+            maps,
+            dictionary,
+            def_width,
+            index_width,
+        }
+    }
+}
+
+/// Bits to hold `max`, at least one (some readers take a width of 0 badly).
+fn bit_width(max: u64) -> usize {
+    (64 - max.leading_zeros() as usize).max(1)
+}
+
+/// Bits in the order Parquet packs them: the first value in the lowest bits
+/// of the first byte.
+#[derive(Default)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    /// Appends the low `width` bits of `value`, which has no others set.
+    fn push(&mut self, value: u64, width: usize) {
+        if width == 0 {
+            return;
+        }
+        let offset = self.len % 64;
+        match self.words.last_mut() {
+            Some(last) if offset > 0 => {
+                *last |= value << offset;
+                if offset + width > 64 {
+                    self.words.push(value >> (64 - offset));
+                }
+            }
+            _ => self.words.push(value),
+        }
+        self.len += width;
+    }
+
+    fn extend(&mut self, other: &Bits) {
+        let full = other.len / 64;
+        for word in &other.words[..full] {
+            self.push(*word, 64);
+        }
+        let rest = other.len % 64;
+        if rest > 0 {
+            self.push(other.words[full], rest);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.words.clear();
+        self.len = 0;
+    }
+
+    /// `count` values of `width` bits as one bit-packed run of the RLE-hybrid
+    /// encoding: a header, then whole groups of eight values, the last padded.
+    fn write_run(&self, count: usize, width: usize, out: &mut Vec<u8>) {
+        let groups = count.div_ceil(8);
+        write_varint(((groups as u64) << 1) | 1, out);
+        let bytes = groups * width;
+        let start = out.len();
+        for word in &self.words {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.resize(start + bytes, 0);
+    }
+}
+
+fn write_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A leaf's pages, rows in the order given by `row_maps`.
+fn write_leaf(
+    patterns: &LeafPatterns<'_>,
+    row_maps: &[u32],
+    descriptor: &ColumnDescPtr,
+    properties: &WriterProperties,
+    limits: PageLimits,
+) -> Result<EncodedLeaf, ParquetError> {
+    let compression = properties.compression(descriptor.path());
+    let mut compressor = PageCompressor::new(compression)?;
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut pages = SerializedPageWriter::new(&mut sink);
+    let mut offsets = OffsetIndexBuilder::new();
+    let mut uncompressed = 0;
+
+    let mut dictionary = Vec::new();
+    for text in &patterns.dictionary {
+        dictionary.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        dictionary.extend_from_slice(text.as_bytes());
+    }
+    let page = compressor.page(&dictionary, |buf| Page::DictionaryPage {
+        buf,
+        num_values: patterns.dictionary.len() as u32,
+        encoding: Encoding::PLAIN,
+        is_sorted: false,
+    })?;
+    let spec = pages.write_page(page)?;
+    uncompressed += spec.uncompressed_size;
+    let data_page_offset = spec.offset + spec.bytes_written;
+
+    let mut page = PageBits::default();
+    let mut data_pages = 0;
+    let mut num_values = 0;
+    for (index, &map) in row_maps.iter().enumerate() {
+        page.add(&patterns.maps[map as usize]);
+        let last = index + 1 == row_maps.len();
+        if last || page.rows >= limits.rows || page.encoded_bytes(patterns) >= limits.bytes {
+            let body = page.body(patterns);
+            let page_rows = page.rows;
+            let levels = page.levels;
+            let compressed = compressor.page(&body, |buf| Page::DataPage {
+                buf,
+                num_values: levels as u32,
+                encoding: Encoding::RLE_DICTIONARY,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            })?;
+            let spec = pages.write_page(compressed)?;
+            offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+            offsets.append_row_count(page_rows as i64);
+            uncompressed += spec.uncompressed_size;
+            num_values += levels;
+            data_pages += 1;
+            page.clear();
+        }
+    }
+    pages.close()?;
+    let bytes_written = sink.bytes_written() as u64;
+    let bytes = Bytes::from(sink.into_inner()?);
+
+    let metadata = ColumnChunkMetaData::builder(descriptor.clone())
+        .set_compression(compression)
+        .set_encodings(vec![
+            Encoding::PLAIN,
+            Encoding::RLE,
+            Encoding::RLE_DICTIONARY,
+        ])
+        .set_page_encoding_stats(vec![
+            PageEncodingStats {
+                page_type: PageType::DICTIONARY_PAGE,
+                encoding: Encoding::PLAIN,
+                count: 1,
+            },
+            PageEncodingStats {
+                page_type: PageType::DATA_PAGE,
+                encoding: Encoding::RLE_DICTIONARY,
+                count: data_pages,
+            },
+        ])
+        .set_total_compressed_size(bytes_written as i64)
+        .set_total_uncompressed_size(uncompressed as i64)
+        .set_num_values(num_values as i64)
+        .set_dictionary_page_offset(Some(0))
+        .set_data_page_offset(data_page_offset as i64)
+        .build()?;
+    Ok(EncodedLeaf {
+        bytes,
+        close: ColumnCloseResult {
+            bytes_written,
+            rows_written: row_maps.len() as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(offsets.build()),
+        },
+    })
+}
+
+/// The rows of one data page so far.
+#[derive(Default)]
+struct PageBits {
+    repetition: Bits,
+    definition: Bits,
+    indices: Bits,
+    rows: usize,
+    levels: usize,
+    values: usize,
+}
+
+impl PageBits {
+    fn add(&mut self, map: &MapPattern) {
+        self.repetition.extend(&map.repetition);
+        self.definition.extend(&map.definition);
+        self.indices.extend(&map.indices);
+        self.rows += 1;
+        self.levels += map.levels;
+        self.values += map.values;
+    }
+
+    fn encoded_bytes(&self, patterns: &LeafPatterns<'_>) -> usize {
+        (self.levels * (1 + patterns.def_width) + self.values * patterns.index_width) / 8
+    }
+
+    /// The page as the v1 format lays it out: repetition levels and
+    /// definition levels, each after its length, then the indices after
+    /// their bit width.
+    fn body(&self, patterns: &LeafPatterns<'_>) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.encoded_bytes(patterns) + 32);
+        for (levels, width) in [
+            (&self.repetition, 1),
+            (&self.definition, patterns.def_width),
+        ] {
+            let start = body.len();
+            body.extend_from_slice(&[0; 4]);
+            levels.write_run(self.levels, width, &mut body);
+            let length = (body.len() - start - 4) as u32;
+            body[start..start + 4].copy_from_slice(&length.to_le_bytes());
+        }
+        body.push(patterns.index_width as u8);
+        if self.values > 0 {
+            self.indices
+                .write_run(self.values, patterns.index_width, &mut body);
+        }
+        body
+    }
+
+    fn clear(&mut self) {
+        self.repetition.clear();
+        self.definition.clear();
+        self.indices.clear();
+        self.rows = 0;
+        self.levels = 0;
+        self.values = 0;
+    }
+}
+
+/// Compresses pages as the column's settings say (zstd or nothing).
+struct PageCompressor {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl PageCompressor {
+    fn new(compression: Compression) -> Result<Self, ParquetError> {
+        let zstd = match compression {
+            Compression::UNCOMPRESSED => None,
+            Compression::ZSTD(level) => Some(
+                zstd::bulk::Compressor::new(level.compression_level())
+                    .map_err(|error| ParquetError::External(Box::new(error)))?,
+            ),
+            other => {
+                return Err(ParquetError::NYI(format!(
+                    "repeated maps compressed with {other:?}"
+                )));
+            }
+        };
+        Ok(Self { zstd })
+    }
+
+    fn page(
+        &mut self,
+        body: &[u8],
+        page: impl FnOnce(Bytes) -> Page,
+    ) -> Result<CompressedPage, ParquetError> {
+        let buf = match &mut self.zstd {
+            Some(zstd) => zstd
+                .compress(body)
+                .map_err(|error| ParquetError::External(Box::new(error)))?,
+            None => body.to_vec(),
+        };
+        Ok(CompressedPage::new(page(Bytes::from(buf)), body.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::parquet::arrow::arrow_reader::{
+        ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    };
+    use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::convert::spans::to_record_batch;
+    use crate::sorted::{encode_batches_sorted, sort_for_storage};
+    use crate::store::{concat, decode_parquet};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One request of `resources`, each with `spans_each` spans; span ids
+    /// and trace ids from `first` on, so requests interleave when sorted.
+    fn request(resources: &[Vec<KeyValue>], spans_each: usize, first: usize) -> RecordBatch {
+        let mut next = first;
+        let resource_spans = resources
+            .iter()
+            .map(|attributes| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans_each)
+                        .map(|_| {
+                            next += 1;
+                            Span {
+                                trace_id: (next as u128 * 7919).to_be_bytes().to_vec(),
+                                span_id: (next as u64).to_be_bytes().to_vec(),
+                                name: "s".into(),
+                                start_time_unix_nano: 1_700_000_000_000_000_000,
+                                end_time_unix_nano: 1_700_000_000_000_000_100,
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        to_record_batch(&ExportTraceServiceRequest { resource_spans }).expect("valid test request")
+    }
+
+    /// Encodings of the `resource_attributes` key leaf, and the pages of
+    /// the first row group.
+    fn resource_key_leaf(metadata: &ParquetMetaData) -> (Vec<Encoding>, usize) {
+        let descriptor = metadata.file_metadata().schema_descr();
+        let leaf = (0..descriptor.num_columns())
+            .find(|&leaf| {
+                let path = descriptor.column(leaf).path().string();
+                path.starts_with(spans::RESOURCE_ATTRIBUTES) && path.ends_with(".key")
+            })
+            .expect("a resource_attributes key leaf");
+        let encodings = metadata.row_group(0).column(leaf).encodings().collect();
+        let pages = metadata
+            .offset_index()
+            .map_or(0, |index| index[0][leaf].page_locations().len());
+        (encodings, pages)
+    }
+
+    fn written(
+        batches: &[RecordBatch],
+    ) -> Result<(Bytes, ParquetMetaData), Box<dyn std::error::Error>> {
+        let file = encode_batches_sorted(Table::Spans, batches)?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file.clone(), options)?;
+        Ok((file, builder.metadata().as_ref().clone()))
+    }
+
+    #[test]
+    fn shared_maps_are_written_once_each_and_read_back_row_for_row() -> TestResult {
+        let mut empty_value = text("absent", "");
+        empty_value.value = Some(AnyValue { value: None });
+        // Longer than a 64-bit word of levels, with a NULL value among them.
+        let mut wide: Vec<KeyValue> = (0..70)
+            .map(|i| text(&format!("k{i}"), &format!("v{}", i % 9)))
+            .collect();
+        wide.insert(30, empty_value);
+        let resources = [
+            vec![
+                text("service.name", "checkout"),
+                text("host.name", "node-1"),
+            ],
+            wide,
+            vec![],
+            vec![
+                text("service.name", "checkout"),
+                text("host.name", "node-2"),
+            ],
+        ];
+        let batches: Vec<RecordBatch> = (0..6)
+            .map(|request| self::request(&resources, 1_000, request * 4_000))
+            .collect();
+        let (file, metadata) = written(&batches)?;
+
+        let (encodings, pages) = resource_key_leaf(&metadata);
+        // The Arrow writer writes keys plain; a dictionary says they came from here.
+        assert!(
+            encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{encodings:?}"
+        );
+        assert!(
+            pages > 2,
+            "24,000 rows, most of 71 entries, in {pages} pages"
+        );
+
+        let sorted = sort_for_storage(Table::Spans, batches)?;
+        let read = concat(Table::Spans, &decode_parquet(file.clone())?)?;
+        assert_eq!(read.columns(), sorted.columns());
+
+        // Skipping pages by the offset index lands on the same rows.
+        let skip = 15_000;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let selection = RowSelection::from(vec![
+            RowSelector::skip(skip),
+            RowSelector::select(sorted.num_rows() - skip),
+        ]);
+        let tail = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)?
+            .with_row_selection(selection)
+            .build()?
+            .collect::<Result<Vec<_>, _>>()?;
+        let tail = concat(Table::Spans, &tail)?;
+        assert_eq!(
+            tail.columns(),
+            sorted.slice(skip, sorted.num_rows() - skip).columns()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn mostly_distinct_maps_are_left_to_the_arrow_writer() -> TestResult {
+        // Every span its own resource: nothing to share.
+        let resources: Vec<Vec<KeyValue>> = (0..400)
+            .map(|i| vec![text("service.instance.id", &format!("i-{i}"))])
+            .collect();
+        let batches = [request(&resources, 1, 0)];
+        let (file, metadata) = written(&batches)?;
+        let (encodings, _) = resource_key_leaf(&metadata);
+        assert!(
+            !encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{encodings:?}"
+        );
+        let read = concat(Table::Spans, &decode_parquet(file)?)?;
+        let sorted = sort_for_storage(Table::Spans, batches.to_vec())?;
+        assert_eq!(read.columns(), sorted.columns());
+        Ok(())
+    }
+}
