@@ -8,6 +8,7 @@
 //! [`Collector::start`] recovers the store after a crash, then starts the
 //! pipeline; [`grpc::router`] and [`http::router`] are the receivers.
 
+mod attribute_maps;
 pub mod compaction;
 pub mod convert;
 mod empty_leaves;
@@ -17,7 +18,6 @@ pub mod grpc;
 pub mod http;
 mod ingest;
 mod memory;
-mod repeated_maps;
 pub mod sorted;
 pub mod store;
 pub mod wal;

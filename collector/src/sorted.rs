@@ -34,8 +34,10 @@ use datafusion::parquet::file::writer::SerializedFileWriter;
 use datafusion::parquet::schema::types::ColumnDescPtr;
 use weft_schema::{metrics, spans};
 
+use crate::attribute_maps::{
+    self, EncodedLeaf, MapEncoder, PageLimits, is_keyed_map, is_repeated_map,
+};
 use crate::gather::gather;
-use crate::repeated_maps::{self, EncodedLeaf, PageLimits, is_repeated_map};
 use crate::store::{
     ROWS_PER_GROUP, StoreError, Table, concat, flush_writer_properties, writer_properties,
 };
@@ -364,19 +366,25 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
             ))
             .into());
         }
-        let maps: Option<Vec<&MapArray>> =
-            match (is_repeated_map(table, field.name()), field_leaves) {
-                (true, [_, _]) => columns.iter().map(|c| c.as_map_opt()).collect(),
-                _ => None,
-            };
+        // Attribute maps this module can write faster than the Arrow writer.
+        let map_encoder = if is_repeated_map(table, field.name()) {
+            Some(attribute_maps::encode as MapEncoder)
+        } else if is_keyed_map(table, field.name()) {
+            Some(attribute_maps::encode_keyed as MapEncoder)
+        } else {
+            None
+        };
+        let maps: Option<Vec<&MapArray>> = match (map_encoder, field_leaves) {
+            (Some(_), [_, _]) => columns.iter().map(|c| c.as_map_opt()).collect(),
+            _ => None,
+        };
         let columns: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
         for ((group, group_writers), group_chunks) in
             groups.iter().zip(&mut writers).zip(&mut chunks)
         {
             let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
-            if let (Some(maps), [key, value]) = (&maps, field_leaves)
-                && let Some(encoded) =
-                    repeated_maps::encode(maps, group, key, value, &properties, page_limits)?
+            if let (Some(encode), Some(maps), [key, value]) = (map_encoder, &maps, field_leaves)
+                && let Some(encoded) = encode(maps, group, key, value, &properties, page_limits)?
             {
                 group_chunks.extend(encoded.map(Chunk::Encoded));
                 continue;
@@ -406,7 +414,7 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
 }
 
 /// A leaf column chunk ready for its row group: from the Arrow writer, or
-/// from [`repeated_maps`].
+/// from [`attribute_maps`].
 enum Chunk {
     Arrow(ArrowColumnChunk),
     Encoded(EncodedLeaf),

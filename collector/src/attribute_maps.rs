@@ -1,23 +1,30 @@
-//! Map columns whose rows repeat a few whole maps: the resource and scope
-//! attributes, which every span of a resource carries in full.
+//! Attribute map columns written page by page here, not by the Arrow writer.
 //!
-//! The Arrow writer encodes such a column as if every row were new: levels,
-//! a dictionary lookup of each value and zstd over each key, for every entry
-//! of every row, after gathering every entry into storage order. For
-//! `resource_attributes` that was 258 ns of a flush file's 2,350 per span of
-//! the ingest benchmark, for 0.9 bytes. Here each distinct map is encoded
-//! once, into the bits of its levels and dictionary indices, and a row is its
-//! map's bits appended to the page: a flush file took 2,112–2,137 ns per span
-//! against 2,300–2,402 (`weft-stagecost`, 3 runs each in turn), and the
-//! server 5.85 % of a core at 10,000 spans/s against 6.35 (medians of 8
-//! pairs, `benches/compare-steady.sh`).
+//! The Arrow writer encodes a map column as if every row were new: for every
+//! entry of every row, after gathering it into storage order, its levels, a
+//! dictionary lookup of its value and zstd over its key. Attribute maps
+//! repeat themselves, which this module takes as given:
+//!
+//! - a span's resource and scope attributes are its resource's and scope's,
+//!   and the types of its attributes its instrumentation's: each distinct map
+//!   is encoded once, into the bits of its levels and dictionary indices,
+//!   and a row is its map's bits appended to the page ([`encode`]);
+//! - a span's own attributes are nearly always its own, but their keys are
+//!   those of every span its instrumentation makes: the keys are written a
+//!   distinct set of keys at a time, the values through a dictionary
+//!   ([`encode_keyed`]).
+//!
+//! A flush file of the ingest benchmark's spans took 1,836–1,915 ns per span
+//! against 2,276–2,367 (`weft-stagecost`, 3 runs each in turn), the Arrow
+//! writer's `resource_attributes` alone having been 258 ns, `attributes` 436.
 //!
 //! The pages are the Arrow writer's for a dictionary-encoded column: a plain
 //! dictionary page, then v1 data pages of RLE-hybrid repetition and
 //! definition levels and RLE_DICTIONARY indices (all as bit-packed runs,
 //! which zstd shrinks as well as run lengths would), compressed as the file's
 //! settings say, with an offset index and no statistics, as maps have none.
-//! A column of mostly distinct maps goes to the Arrow writer instead.
+//! A column whose maps (or sets of keys) are mostly distinct, or whose
+//! values would outgrow a dictionary page, goes to the Arrow writer instead.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -42,8 +49,11 @@ use weft_schema::{metrics, spans};
 
 use crate::store::Table;
 
-/// The columns written here: a span's resource and scope attributes are its
-/// resource's and scope's, the same for every span of a request's resource.
+/// The columns written here. A span's resource and scope attributes are its
+/// resource's and scope's, the same for every span of a request's resource;
+/// the types of a span's attributes that are not strings are the same for
+/// every span its instrumentation makes (`http.response.status_code` and
+/// `server.port` are `int`, and so on).
 pub(crate) fn is_repeated_map(table: Table, column: &str) -> bool {
     match table {
         Table::Spans => matches!(
@@ -52,6 +62,7 @@ pub(crate) fn is_repeated_map(table: Table, column: &str) -> bool {
                 | spans::RESOURCE_ATTRIBUTE_TYPES
                 | spans::SCOPE_ATTRIBUTES
                 | spans::SCOPE_ATTRIBUTE_TYPES
+                | spans::ATTRIBUTE_TYPES
         ),
         Table::Metrics => matches!(
             column,
@@ -59,6 +70,7 @@ pub(crate) fn is_repeated_map(table: Table, column: &str) -> bool {
                 | metrics::RESOURCE_ATTRIBUTE_TYPES
                 | metrics::SCOPE_ATTRIBUTES
                 | metrics::SCOPE_ATTRIBUTE_TYPES
+                | metrics::ATTRIBUTE_TYPES
         ),
     }
 }
@@ -70,6 +82,16 @@ pub(crate) struct PageLimits {
     pub rows: usize,
     pub bytes: usize,
 }
+
+/// [`encode`] or [`encode_keyed`].
+pub(crate) type MapEncoder = fn(
+    &[&MapArray],
+    &[(usize, usize)],
+    &ColumnDescPtr,
+    &ColumnDescPtr,
+    &WriterProperties,
+    PageLimits,
+) -> Result<Option<[EncodedLeaf; 2]>, ParquetError>;
 
 /// One leaf column chunk, encoded, waiting to be appended to its row group.
 pub(crate) struct EncodedLeaf {
@@ -99,31 +121,206 @@ pub(crate) fn encode(
     properties: &WriterProperties,
     limits: PageLimits,
 ) -> Result<Option<[EncodedLeaf; 2]>, ParquetError> {
-    // A map of the schema's shape (required map, required key, optional
-    // value) and no other: the levels below are written for that one.
-    let levels = |leaf: &ColumnDescPtr| (leaf.max_def_level(), leaf.max_rep_level());
-    if levels(key) != (1, 1) || levels(value) != (2, 1) {
-        return Ok(None);
-    }
-    let Some(sources) = maps
-        .iter()
-        .map(|map| MapSource::of(map))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some(sources) = sources_of(maps, key, value) else {
         return Ok(None);
     };
-    let Some(distinct) = Distinct::of(&sources, rows) else {
+    let Some(distinct) = Distinct::of(&sources, rows, Sharing::WholeMap) else {
         return Ok(None);
     };
     let keys = LeafPatterns::keys(&distinct);
     let values = LeafPatterns::values(&distinct);
-    if values.dictionary.is_empty() {
+    if values.dictionary.values.is_empty() {
         return Ok(None);
     }
+    let row_maps = &distinct.row_maps;
     Ok(Some([
-        write_leaf(&keys, &distinct.row_maps, key, properties, limits)?,
-        write_leaf(&values, &distinct.row_maps, value, properties, limits)?,
+        write_leaf(
+            &keys.dictionary,
+            rows.len(),
+            |row, page| page.add(&keys.maps[row_maps[row] as usize]),
+            key,
+            properties,
+            limits,
+        )?,
+        write_leaf(
+            &values.dictionary,
+            rows.len(),
+            |row, page| page.add(&values.maps[row_maps[row] as usize]),
+            value,
+            properties,
+            limits,
+        )?,
     ]))
+}
+
+/// The columns [`encode_keyed`] writes: span (or data point) attributes.
+pub(crate) fn is_keyed_map(table: Table, column: &str) -> bool {
+    match table {
+        Table::Spans => column == spans::ATTRIBUTES,
+        Table::Metrics => column == metrics::ATTRIBUTES,
+    }
+}
+
+/// The two leaf chunks of the maps at `rows`, as [`encode`] gives them, for
+/// maps that are nearly all distinct but share their keys: a span's
+/// attributes are its own, their keys those of every span its
+/// instrumentation makes. Keys are written a distinct set of keys at a time,
+/// as [`encode`] writes whole maps; values a value at a time, through a
+/// dictionary. `None` if the sets of keys are mostly distinct, the values
+/// would outgrow the writer's dictionary page limit (where the Arrow writer
+/// goes on without a dictionary), or there is nothing to write.
+pub(crate) fn encode_keyed(
+    maps: &[&MapArray],
+    rows: &[(usize, usize)],
+    key: &ColumnDescPtr,
+    value: &ColumnDescPtr,
+    properties: &WriterProperties,
+    limits: PageLimits,
+) -> Result<Option<[EncodedLeaf; 2]>, ParquetError> {
+    let Some(sources) = sources_of(maps, key, value) else {
+        return Ok(None);
+    };
+    let Some(key_sets) = Distinct::of(&sources, rows, Sharing::Keys) else {
+        return Ok(None);
+    };
+    let dictionary_limit = properties.dictionary_page_size_limit();
+    let Some(values) = RowValues::of(&sources, rows, dictionary_limit) else {
+        return Ok(None);
+    };
+    let keys = LeafPatterns::keys(&key_sets);
+    // A row's definition levels when none of its values is null: two per
+    // entry (the entry, its value), or none for an empty map.
+    let all_present: Vec<Bits> = keys
+        .maps
+        .iter()
+        .map(|set| {
+            let mut levels = Bits::default();
+            if set.values == 0 {
+                levels.push(0, 2);
+            }
+            for _ in 0..set.values {
+                levels.push(2, 2);
+            }
+            levels
+        })
+        .collect();
+    let row_sets = &key_sets.row_maps;
+    let index_width = values.dictionary.index_width;
+    let add_values = |index: usize, page: &mut PageBits| {
+        let set = &keys.maps[row_sets[index] as usize];
+        let ids = &values.ids[values.starts[index]..values.starts[index + 1]];
+        page.repetition.extend(&set.repetition);
+        if ids.len() < set.values {
+            // Some of the row's values are null, which their levels say.
+            let (batch, row) = rows[index];
+            if let Some(source) = sources.get(batch) {
+                let map = source.map(row, Sharing::WholeMap);
+                for entry in map.entries() {
+                    let level = if map.value(entry).is_some() { 2 } else { 1 };
+                    page.definition.push(level, 2);
+                }
+            }
+        } else {
+            page.definition
+                .extend(&all_present[row_sets[index] as usize]);
+        }
+        for id in ids {
+            page.indices.push(u64::from(*id), index_width);
+        }
+        page.rows += 1;
+        page.levels += set.levels;
+        page.values += ids.len();
+    };
+    Ok(Some([
+        write_leaf(
+            &keys.dictionary,
+            rows.len(),
+            |row, page| page.add(&keys.maps[row_sets[row] as usize]),
+            key,
+            properties,
+            limits,
+        )?,
+        write_leaf(
+            &values.dictionary,
+            rows.len(),
+            add_values,
+            value,
+            properties,
+            limits,
+        )?,
+    ]))
+}
+
+/// The typed parts of each batch's map column, if the leaves are of the
+/// schema's map shape (required map, required key, optional value): the
+/// levels here are written for that one.
+fn sources_of<'a>(
+    maps: &[&'a MapArray],
+    key: &ColumnDescPtr,
+    value: &ColumnDescPtr,
+) -> Option<Vec<MapSource<'a>>> {
+    let levels = |leaf: &ColumnDescPtr| (leaf.max_def_level(), leaf.max_rep_level());
+    if levels(key) != (1, 1) || levels(value) != (2, 1) {
+        return None;
+    }
+    maps.iter().map(|map| MapSource::of(map)).collect()
+}
+
+/// Each row's non-null values as indices into a dictionary of them all.
+struct RowValues<'a> {
+    dictionary: LeafDictionary<'a>,
+    ids: Vec<u32>,
+    /// Where each row's indices start in `ids`, and where the last ends.
+    starts: Vec<usize>,
+}
+
+impl<'a> RowValues<'a> {
+    /// `None` if the dictionary would hold more than `limit` bytes as a
+    /// page, or nothing.
+    fn of(sources: &'a [MapSource<'a>], rows: &[(usize, usize)], limit: usize) -> Option<Self> {
+        let mut lookup: HashMap<&'a str, u32> = HashMap::default();
+        let mut values = Vec::new();
+        let mut page_bytes = 0;
+        let mut ids = Vec::new();
+        let mut starts = Vec::with_capacity(rows.len() + 1);
+        starts.push(0);
+        for &(batch, row) in rows {
+            let map = sources.get(batch)?.map(row, Sharing::WholeMap);
+            for entry in map.entries() {
+                let Some(text) = map.value(entry) else {
+                    continue;
+                };
+                let id = match lookup.get(text) {
+                    Some(id) => *id,
+                    None => {
+                        page_bytes += 4 + text.len();
+                        if page_bytes > limit {
+                            return None;
+                        }
+                        let id = values.len() as u32;
+                        values.push(text);
+                        lookup.insert(text, id);
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            starts.push(ids.len());
+        }
+        if values.is_empty() {
+            return None;
+        }
+        let index_width = bit_width(values.len() as u64 - 1);
+        Some(Self {
+            dictionary: LeafDictionary {
+                values,
+                def_width: 2,
+                index_width,
+            },
+            ids,
+            starts,
+        })
+    }
 }
 
 /// One batch's map column, its parts typed.
@@ -146,21 +343,30 @@ impl<'a> MapSource<'a> {
         })
     }
 
-    fn map(&'a self, row: usize) -> MapRef<'a> {
+    fn map(&'a self, row: usize, sharing: Sharing) -> MapRef<'a> {
         MapRef {
             source: self,
             start: self.offsets[row] as usize,
             end: self.offsets[row + 1] as usize,
+            sharing,
         }
     }
 }
 
-/// One row's map, compared and hashed by its entries.
+/// What rows share: their whole map, or its keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    WholeMap,
+    Keys,
+}
+
+/// One row's map, compared and hashed by its entries (or their keys).
 #[derive(Clone, Copy)]
 struct MapRef<'a> {
     source: &'a MapSource<'a>,
     start: usize,
     end: usize,
+    sharing: Sharing,
 }
 
 impl<'a> MapRef<'a> {
@@ -201,18 +407,24 @@ impl Hash for MapRef<'_> {
         let entries = self.entries();
         state.write_usize(entries.len());
         state.write(Self::text(self.source.keys, &entries));
-        state.write(Self::text(self.source.values, &entries));
+        if self.sharing == Sharing::WholeMap {
+            state.write(Self::text(self.source.values, &entries));
+        }
     }
 }
 
 impl PartialEq for MapRef<'_> {
     fn eq(&self, other: &Self) -> bool {
+        let whole = self.sharing == Sharing::WholeMap;
+        let lengths = |map: &Self| {
+            let (keys, values) = map.text_lengths();
+            (keys, if whole { values } else { 0 })
+        };
         self.entries().len() == other.entries().len()
-            && self.text_lengths() == other.text_lengths()
-            && self
-                .entries()
-                .zip(other.entries())
-                .all(|(a, b)| self.key(a) == other.key(b) && self.value(a) == other.value(b))
+            && lengths(self) == lengths(other)
+            && self.entries().zip(other.entries()).all(|(a, b)| {
+                self.key(a) == other.key(b) && (!whole || self.value(a) == other.value(b))
+            })
     }
 }
 
@@ -227,7 +439,7 @@ struct Distinct<'a> {
 impl<'a> Distinct<'a> {
     /// `None` when more than one row in [`MOSTLY_DISTINCT`] has a map of its
     /// own, or no row has an entry.
-    fn of(sources: &'a [MapSource<'a>], rows: &[(usize, usize)]) -> Option<Self> {
+    fn of(sources: &'a [MapSource<'a>], rows: &[(usize, usize)], sharing: Sharing) -> Option<Self> {
         // A column without entries (scope attributes, mostly) has nothing to share.
         if sources
             .iter()
@@ -244,7 +456,7 @@ impl<'a> Distinct<'a> {
         let mut row_maps = Vec::with_capacity(rows.len());
         let most = (rows.len() / MOSTLY_DISTINCT).max(1);
         for &(batch, row) in rows {
-            let map = sources.get(batch)?.map(row);
+            let map = sources.get(batch)?.map(row, sharing);
             let seen = &mut seen[batch];
             let id = match seen.iter().find(|&&id| maps[id as usize] == map) {
                 Some(&id) => id,
@@ -280,7 +492,12 @@ const MOSTLY_DISTINCT: usize = 4;
 /// bits, how many of each, and the leaf's dictionary.
 struct LeafPatterns<'a> {
     maps: Vec<MapPattern>,
-    dictionary: Vec<&'a str>,
+    dictionary: LeafDictionary<'a>,
+}
+
+/// A leaf's dictionary, and the bit widths its pages are written with.
+struct LeafDictionary<'a> {
+    values: Vec<&'a str>,
     /// Bit widths of the definition levels and of the dictionary indices.
     def_width: usize,
     index_width: usize,
@@ -361,9 +578,11 @@ impl<'a> LeafPatterns<'a> {
             .collect();
         Self {
             maps,
-            dictionary,
-            def_width,
-            index_width,
+            dictionary: LeafDictionary {
+                values: dictionary,
+                def_width,
+                index_width,
+            },
         }
     }
 }
@@ -438,10 +657,12 @@ fn write_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-/// A leaf's pages, rows in the order given by `row_maps`.
+/// A leaf's pages: its dictionary, then `rows` rows, each put on its page by
+/// `add_row` (given the row's index).
 fn write_leaf(
-    patterns: &LeafPatterns<'_>,
-    row_maps: &[u32],
+    dictionary: &LeafDictionary<'_>,
+    rows: usize,
+    mut add_row: impl FnMut(usize, &mut PageBits),
     descriptor: &ColumnDescPtr,
     properties: &WriterProperties,
     limits: PageLimits,
@@ -453,14 +674,14 @@ fn write_leaf(
     let mut offsets = OffsetIndexBuilder::new();
     let mut uncompressed = 0;
 
-    let mut dictionary = Vec::new();
-    for text in &patterns.dictionary {
-        dictionary.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        dictionary.extend_from_slice(text.as_bytes());
+    let mut plain = Vec::new();
+    for text in &dictionary.values {
+        plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        plain.extend_from_slice(text.as_bytes());
     }
-    let page = compressor.page(&dictionary, |buf| Page::DictionaryPage {
+    let page = compressor.page(&plain, |buf| Page::DictionaryPage {
         buf,
-        num_values: patterns.dictionary.len() as u32,
+        num_values: dictionary.values.len() as u32,
         encoding: Encoding::PLAIN,
         is_sorted: false,
     })?;
@@ -471,11 +692,11 @@ fn write_leaf(
     let mut page = PageBits::default();
     let mut data_pages = 0;
     let mut num_values = 0;
-    for (index, &map) in row_maps.iter().enumerate() {
-        page.add(&patterns.maps[map as usize]);
-        let last = index + 1 == row_maps.len();
-        if last || page.rows >= limits.rows || page.encoded_bytes(patterns) >= limits.bytes {
-            let body = page.body(patterns);
+    for index in 0..rows {
+        add_row(index, &mut page);
+        let last = index + 1 == rows;
+        if last || page.rows >= limits.rows || page.encoded_bytes(dictionary) >= limits.bytes {
+            let body = page.body(dictionary);
             let page_rows = page.rows;
             let levels = page.levels;
             let compressed = compressor.page(&body, |buf| Page::DataPage {
@@ -528,7 +749,7 @@ fn write_leaf(
         bytes,
         close: ColumnCloseResult {
             bytes_written,
-            rows_written: row_maps.len() as u64,
+            rows_written: rows as u64,
             metadata,
             bloom_filter: None,
             column_index: None,
@@ -558,18 +779,18 @@ impl PageBits {
         self.values += map.values;
     }
 
-    fn encoded_bytes(&self, patterns: &LeafPatterns<'_>) -> usize {
-        (self.levels * (1 + patterns.def_width) + self.values * patterns.index_width) / 8
+    fn encoded_bytes(&self, dictionary: &LeafDictionary<'_>) -> usize {
+        (self.levels * (1 + dictionary.def_width) + self.values * dictionary.index_width) / 8
     }
 
     /// The page as the v1 format lays it out: repetition levels and
     /// definition levels, each after its length, then the indices after
     /// their bit width.
-    fn body(&self, patterns: &LeafPatterns<'_>) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.encoded_bytes(patterns) + 32);
+    fn body(&self, dictionary: &LeafDictionary<'_>) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.encoded_bytes(dictionary) + 32);
         for (levels, width) in [
             (&self.repetition, 1),
-            (&self.definition, patterns.def_width),
+            (&self.definition, dictionary.def_width),
         ] {
             let start = body.len();
             body.extend_from_slice(&[0; 4]);
@@ -577,10 +798,10 @@ impl PageBits {
             let length = (body.len() - start - 4) as u32;
             body[start..start + 4].copy_from_slice(&length.to_le_bytes());
         }
-        body.push(patterns.index_width as u8);
+        body.push(dictionary.index_width as u8);
         if self.values > 0 {
             self.indices
-                .write_run(self.values, patterns.index_width, &mut body);
+                .write_run(self.values, dictionary.index_width, &mut body);
         }
         body
     }
@@ -664,12 +885,22 @@ mod tests {
     /// One request of `resources`, each with `spans_each` spans; span ids
     /// and trace ids from `first` on, so requests interleave when sorted.
     fn request(resources: &[Vec<KeyValue>], spans_each: usize, first: usize) -> RecordBatch {
+        request_with(resources, spans_each, first, &|_| Vec::new())
+    }
+
+    /// [`request`] with the attributes `attributes` gives span number `i`.
+    fn request_with(
+        resources: &[Vec<KeyValue>],
+        spans_each: usize,
+        first: usize,
+        attributes: &dyn Fn(usize) -> Vec<KeyValue>,
+    ) -> RecordBatch {
         let mut next = first;
         let resource_spans = resources
             .iter()
-            .map(|attributes| ResourceSpans {
+            .map(|resource| ResourceSpans {
                 resource: Some(Resource {
-                    attributes: attributes.clone(),
+                    attributes: resource.clone(),
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
@@ -680,6 +911,7 @@ mod tests {
                                 trace_id: (next as u128 * 7919).to_be_bytes().to_vec(),
                                 span_id: (next as u64).to_be_bytes().to_vec(),
                                 name: "s".into(),
+                                attributes: attributes(next),
                                 start_time_unix_nano: 1_700_000_000_000_000_000,
                                 end_time_unix_nano: 1_700_000_000_000_000_100,
                                 ..Default::default()
@@ -694,16 +926,15 @@ mod tests {
         to_record_batch(&ExportTraceServiceRequest { resource_spans }).expect("valid test request")
     }
 
-    /// Encodings of the `resource_attributes` key leaf, and the pages of
-    /// the first row group.
-    fn resource_key_leaf(metadata: &ParquetMetaData) -> (Vec<Encoding>, usize) {
+    /// Encodings of the key leaf of `column`, and its pages in the first
+    /// row group.
+    fn key_leaf(metadata: &ParquetMetaData, column: &str) -> (Vec<Encoding>, usize) {
         let descriptor = metadata.file_metadata().schema_descr();
         let leaf = (0..descriptor.num_columns())
             .find(|&leaf| {
-                let path = descriptor.column(leaf).path().string();
-                path.starts_with(spans::RESOURCE_ATTRIBUTES) && path.ends_with(".key")
+                descriptor.column(leaf).path().string() == format!("{column}.entries.key")
             })
-            .expect("a resource_attributes key leaf");
+            .expect("a key leaf");
         let encodings = metadata.row_group(0).column(leaf).encodings().collect();
         let pages = metadata
             .offset_index()
@@ -746,7 +977,7 @@ mod tests {
             .collect();
         let (file, metadata) = written(&batches)?;
 
-        let (encodings, pages) = resource_key_leaf(&metadata);
+        let (encodings, pages) = key_leaf(&metadata, spans::RESOURCE_ATTRIBUTES);
         // The Arrow writer writes keys plain; a dictionary says they came from here.
         assert!(
             encodings.contains(&Encoding::RLE_DICTIONARY),
@@ -761,8 +992,15 @@ mod tests {
         let read = concat(Table::Spans, &decode_parquet(file.clone())?)?;
         assert_eq!(read.columns(), sorted.columns());
 
-        // Skipping pages by the offset index lands on the same rows.
-        let skip = 15_000;
+        assert_pages_skip_to_the_same_rows(file, &sorted, 15_000)
+    }
+
+    /// Skipping `skip` rows by the offset index lands on the same rows.
+    fn assert_pages_skip_to_the_same_rows(
+        file: Bytes,
+        sorted: &RecordBatch,
+        skip: usize,
+    ) -> TestResult {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let selection = RowSelection::from(vec![
             RowSelector::skip(skip),
@@ -788,7 +1026,7 @@ mod tests {
             .collect();
         let batches = [request(&resources, 1, 0)];
         let (file, metadata) = written(&batches)?;
-        let (encodings, _) = resource_key_leaf(&metadata);
+        let (encodings, _) = key_leaf(&metadata, spans::RESOURCE_ATTRIBUTES);
         assert!(
             !encodings.contains(&Encoding::RLE_DICTIONARY),
             "{encodings:?}"
@@ -796,6 +1034,72 @@ mod tests {
         let read = concat(Table::Spans, &decode_parquet(file)?)?;
         let sorted = sort_for_storage(Table::Spans, batches.to_vec())?;
         assert_eq!(read.columns(), sorted.columns());
+        Ok(())
+    }
+
+    #[test]
+    fn shared_keys_are_written_a_set_at_a_time_and_values_through_a_dictionary() -> TestResult {
+        let attributes = |i: usize| -> Vec<KeyValue> {
+            match i % 3 {
+                0 => {
+                    let mut note = text("note", "x");
+                    if i.is_multiple_of(11) {
+                        note.value = Some(AnyValue { value: None });
+                    }
+                    vec![
+                        text("http.request.method", ["GET", "POST"][i % 2]),
+                        text("http.route", &format!("/orders/{}", i % 7)),
+                        text("order.id", &format!("o-{i}")),
+                        note,
+                    ]
+                }
+                // More levels than a 64-bit word.
+                1 => (0..70)
+                    .map(|k| text(&format!("k{k}"), &format!("{}", (i + k) % 13)))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let resources = [vec![text("service.name", "checkout")]];
+        let batches: Vec<RecordBatch> = (0..6)
+            .map(|request| request_with(&resources, 4_000, request * 4_000, &attributes))
+            .collect();
+        let (file, metadata) = written(&batches)?;
+
+        let (encodings, pages) = key_leaf(&metadata, spans::ATTRIBUTES);
+        assert!(
+            encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{encodings:?}"
+        );
+        assert!(pages > 2, "24,000 rows in {pages} pages");
+
+        let sorted = sort_for_storage(Table::Spans, batches)?;
+        let read = concat(Table::Spans, &decode_parquet(file.clone())?)?;
+        assert_eq!(read.columns(), sorted.columns());
+        assert_pages_skip_to_the_same_rows(file, &sorted, 9_000)
+    }
+
+    #[test]
+    fn keys_of_their_own_or_too_many_distinct_values_go_to_the_arrow_writer() -> TestResult {
+        let resources = [vec![text("service.name", "checkout")]];
+        let own_keys = |i: usize| vec![text(&format!("key.{i}"), "v")];
+        // 20,000 values of 64 bytes: over the 1 MiB dictionary page limit.
+        let own_values = |i: usize| vec![text("payload", &format!("{i:064}"))];
+        for (attributes, rows) in [
+            (&own_keys as &dyn Fn(usize) -> Vec<KeyValue>, 400),
+            (&own_values, 20_000),
+        ] {
+            let batches = [request_with(&resources, rows, 0, attributes)];
+            let (file, metadata) = written(&batches)?;
+            let (encodings, _) = key_leaf(&metadata, spans::ATTRIBUTES);
+            assert!(
+                !encodings.contains(&Encoding::RLE_DICTIONARY),
+                "{encodings:?}"
+            );
+            let read = concat(Table::Spans, &decode_parquet(file)?)?;
+            let sorted = sort_for_storage(Table::Spans, batches.to_vec())?;
+            assert_eq!(read.columns(), sorted.columns());
+        }
         Ok(())
     }
 }
