@@ -118,14 +118,15 @@ async fn generate(data_dir: PathBuf, spans: usize, from_hour: usize) -> BenchRes
         }
         written += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         for (dir, hour_batches) in weft_collector::split_by_hour(Table::Spans, &batches)? {
-            let sorted = weft_collector::sort_for_storage(Table::Spans, hour_batches)?;
+            // Written as flushes and merges write: sorted, attribute maps by
+            // the collector's own page writer.
+            let encoded =
+                weft_collector::sorted::encode_batches_sorted(Table::Spans, &hour_batches)?;
             let path = format!(
                 "{dir}/{}",
                 weft_schema::layout::compacted_file_name(chrono::Utc::now(), hour as u32)
             );
-            bytes += store
-                .write_parquet(Table::Spans, &path, vec![sorted])
-                .await?;
+            bytes += store.write_encoded(&path, encoded).await?;
         }
         eprintln!(
             "hour {hour:2}: {written} spans written, {:.0} s",
