@@ -8,11 +8,11 @@
 //! - a span's resource and scope attributes are its resource's and scope's,
 //!   and the types of its attributes its instrumentation's: each distinct map
 //!   is encoded once, into the bits of its levels and dictionary indices,
-//!   and a row is its map's bits appended to the page ([`encode`]);
+//!   and a row is its map's bits appended to the page;
 //! - a span's own attributes are nearly always its own, but their keys are
 //!   those of every span its instrumentation makes: the keys are written a
 //!   distinct set of keys at a time, the values through a dictionary
-//!   ([`encode_keyed`]).
+//!   ([`encode`] does both, as [`sharing_of`] says).
 //!
 //! A flush file of the ingest benchmark's spans took 1,836–1,915 ns per span
 //! against 2,276–2,367 (`weft-stagecost`, 3 runs each in turn), the Arrow
@@ -49,29 +49,41 @@ use weft_schema::{metrics, spans};
 
 use crate::store::Table;
 
-/// The columns written here. A span's resource and scope attributes are its
-/// resource's and scope's, the same for every span of a request's resource;
-/// the types of a span's attributes that are not strings are the same for
-/// every span its instrumentation makes (`http.response.status_code` and
-/// `server.port` are `int`, and so on).
-pub(crate) fn is_repeated_map(table: Table, column: &str) -> bool {
-    match table {
-        Table::Spans => matches!(
-            column,
-            spans::RESOURCE_ATTRIBUTES
-                | spans::RESOURCE_ATTRIBUTE_TYPES
-                | spans::SCOPE_ATTRIBUTES
-                | spans::SCOPE_ATTRIBUTE_TYPES
-                | spans::ATTRIBUTE_TYPES
-        ),
-        Table::Metrics => matches!(
-            column,
-            metrics::RESOURCE_ATTRIBUTES
-                | metrics::RESOURCE_ATTRIBUTE_TYPES
-                | metrics::SCOPE_ATTRIBUTES
-                | metrics::SCOPE_ATTRIBUTE_TYPES
-                | metrics::ATTRIBUTE_TYPES
-        ),
+/// What the rows of an attribute map column share, if this module writes it.
+///
+/// A span's resource and scope attributes are its resource's and scope's,
+/// the same for every span of a request's resource, and the types of its
+/// attributes that are not strings are the same for every span its
+/// instrumentation makes (`http.response.status_code` and `server.port` are
+/// `int`, and so on): whole maps. A span's own attributes are its own, but
+/// their keys are those of every span its instrumentation makes.
+pub(crate) fn sharing_of(table: Table, column: &str) -> Option<Sharing> {
+    let whole_maps: &[&str] = match table {
+        Table::Spans => &[
+            spans::RESOURCE_ATTRIBUTES,
+            spans::RESOURCE_ATTRIBUTE_TYPES,
+            spans::SCOPE_ATTRIBUTES,
+            spans::SCOPE_ATTRIBUTE_TYPES,
+            spans::ATTRIBUTE_TYPES,
+        ],
+        Table::Metrics => &[
+            metrics::RESOURCE_ATTRIBUTES,
+            metrics::RESOURCE_ATTRIBUTE_TYPES,
+            metrics::SCOPE_ATTRIBUTES,
+            metrics::SCOPE_ATTRIBUTE_TYPES,
+            metrics::ATTRIBUTE_TYPES,
+        ],
+    };
+    let keys = match table {
+        Table::Spans => spans::ATTRIBUTES,
+        Table::Metrics => metrics::ATTRIBUTES,
+    };
+    if whole_maps.contains(&column) {
+        Some(Sharing::WholeMap)
+    } else if column == keys {
+        Some(Sharing::Keys)
+    } else {
+        None
     }
 }
 
@@ -82,16 +94,6 @@ pub(crate) struct PageLimits {
     pub rows: usize,
     pub bytes: usize,
 }
-
-/// [`encode`] or [`encode_keyed`].
-pub(crate) type MapEncoder = fn(
-    &[&MapArray],
-    &[(usize, usize)],
-    &ColumnDescPtr,
-    &ColumnDescPtr,
-    &WriterProperties,
-    PageLimits,
-) -> Result<Option<[EncodedLeaf; 2]>, ParquetError>;
 
 /// One leaf column chunk, encoded, waiting to be appended to its row group.
 pub(crate) struct EncodedLeaf {
@@ -108,90 +110,126 @@ impl EncodedLeaf {
     }
 }
 
+/// Where a map column's two leaves go.
+#[derive(Clone, Copy)]
+pub(crate) struct MapLeaves<'a> {
+    pub key: &'a ColumnDescPtr,
+    pub value: &'a ColumnDescPtr,
+    pub properties: &'a WriterProperties,
+    pub limits: PageLimits,
+}
+
 /// The two leaf chunks (keys, then values) of the maps at `rows`, given as
-/// (batch, row) into `maps`; `None` if the maps are mostly distinct or hold
-/// nothing, which the Arrow writer encodes as well or better.
+/// (batch, row) into `maps`, whose rows share what `sharing` says. `None`
+/// if they share little after all (the maps, or sets of keys, are mostly
+/// distinct), the values would outgrow the writer's dictionary page limit
+/// (where the Arrow writer goes on without a dictionary), or there is
+/// nothing to write: the Arrow writer does as well there.
 ///
-/// `key` and `value` are the leaves' descriptors in the file being written.
+/// Whole maps: each distinct map is encoded once, its keys and values both.
+/// Keys: each distinct set of keys is encoded once; values are written a
+/// value at a time, through a dictionary.
 pub(crate) fn encode(
+    sharing: Sharing,
     maps: &[&MapArray],
     rows: &[(usize, usize)],
-    key: &ColumnDescPtr,
-    value: &ColumnDescPtr,
-    properties: &WriterProperties,
-    limits: PageLimits,
+    leaves: MapLeaves<'_>,
 ) -> Result<Option<[EncodedLeaf; 2]>, ParquetError> {
-    let Some(sources) = sources_of(maps, key, value) else {
+    let Some(sources) = sources_of(maps, leaves.key, leaves.value) else {
         return Ok(None);
     };
-    let Some(distinct) = Distinct::of(&sources, rows, Sharing::WholeMap) else {
+    let Some(distinct) = Distinct::of(&sources, rows, sharing) else {
         return Ok(None);
     };
     let keys = LeafPatterns::keys(&distinct);
-    let values = LeafPatterns::values(&distinct);
-    if values.dictionary.values.is_empty() {
-        return Ok(None);
-    }
     let row_maps = &distinct.row_maps;
-    Ok(Some([
-        write_leaf(
-            &keys.dictionary,
-            rows.len(),
-            |row, page| page.add(&keys.maps[row_maps[row] as usize]),
-            key,
-            properties,
-            limits,
-        )?,
-        write_leaf(
-            &values.dictionary,
-            rows.len(),
-            |row, page| page.add(&values.maps[row_maps[row] as usize]),
-            value,
-            properties,
-            limits,
-        )?,
-    ]))
+    let values = match sharing {
+        Sharing::WholeMap => {
+            let values = LeafPatterns::values(&distinct);
+            if values.dictionary.values.is_empty() {
+                return Ok(None);
+            }
+            leaves.write(&keys, row_maps, &values.dictionary, |row, page| {
+                page.add(&values.maps[row_maps[row] as usize])
+            })?
+        }
+        Sharing::Keys => {
+            let limit = leaves.properties.dictionary_page_size_limit();
+            let Some(values) = RowValues::of(&sources, rows, limit) else {
+                return Ok(None);
+            };
+            let all_present = all_present_levels(&keys);
+            let index_width = values.dictionary.index_width;
+            leaves.write(&keys, row_maps, &values.dictionary, |index, page| {
+                let set = &keys.maps[row_maps[index] as usize];
+                let ids = &values.ids[values.starts[index]..values.starts[index + 1]];
+                page.repetition.extend(&set.repetition);
+                if ids.len() < set.values {
+                    // Some of the row's values are null, which their levels say.
+                    let (batch, row) = rows[index];
+                    if let Some(source) = sources.get(batch) {
+                        let map = source.map(row, Sharing::WholeMap);
+                        for entry in map.entries() {
+                            let level = if map.value(entry).is_some() { 2 } else { 1 };
+                            page.definition.push(level, 2);
+                        }
+                    }
+                } else {
+                    page.definition
+                        .extend(&all_present[row_maps[index] as usize]);
+                }
+                for id in ids {
+                    page.indices.push(u64::from(*id), index_width);
+                }
+                page.rows += 1;
+                page.levels += set.levels;
+                page.values += ids.len();
+            })?
+        }
+    };
+    Ok(Some(values))
 }
 
-/// The columns [`encode_keyed`] writes: span (or data point) attributes.
-pub(crate) fn is_keyed_map(table: Table, column: &str) -> bool {
-    match table {
-        Table::Spans => column == spans::ATTRIBUTES,
-        Table::Metrics => column == metrics::ATTRIBUTES,
+impl MapLeaves<'_> {
+    /// The key leaf, a row's keys being those of its distinct map (or set of
+    /// keys) in `row_keys`, and the value leaf, put on its pages by `add_values`.
+    fn write(
+        &self,
+        keys: &LeafPatterns<'_>,
+        row_keys: &[u32],
+        values: &LeafDictionary<'_>,
+        add_values: impl FnMut(usize, &mut PageBits),
+    ) -> Result<[EncodedLeaf; 2], ParquetError> {
+        let rows = row_keys.len();
+        let add_keys = |row: usize, page: &mut PageBits| {
+            page.add(&keys.maps[row_keys[row] as usize]);
+        };
+        Ok([
+            write_leaf(
+                &keys.dictionary,
+                rows,
+                add_keys,
+                self.key,
+                self.properties,
+                self.limits,
+            )?,
+            write_leaf(
+                values,
+                rows,
+                add_values,
+                self.value,
+                self.properties,
+                self.limits,
+            )?,
+        ])
     }
 }
 
-/// The two leaf chunks of the maps at `rows`, as [`encode`] gives them, for
-/// maps that are nearly all distinct but share their keys: a span's
-/// attributes are its own, their keys those of every span its
-/// instrumentation makes. Keys are written a distinct set of keys at a time,
-/// as [`encode`] writes whole maps; values a value at a time, through a
-/// dictionary. `None` if the sets of keys are mostly distinct, the values
-/// would outgrow the writer's dictionary page limit (where the Arrow writer
-/// goes on without a dictionary), or there is nothing to write.
-pub(crate) fn encode_keyed(
-    maps: &[&MapArray],
-    rows: &[(usize, usize)],
-    key: &ColumnDescPtr,
-    value: &ColumnDescPtr,
-    properties: &WriterProperties,
-    limits: PageLimits,
-) -> Result<Option<[EncodedLeaf; 2]>, ParquetError> {
-    let Some(sources) = sources_of(maps, key, value) else {
-        return Ok(None);
-    };
-    let Some(key_sets) = Distinct::of(&sources, rows, Sharing::Keys) else {
-        return Ok(None);
-    };
-    let dictionary_limit = properties.dictionary_page_size_limit();
-    let Some(values) = RowValues::of(&sources, rows, dictionary_limit) else {
-        return Ok(None);
-    };
-    let keys = LeafPatterns::keys(&key_sets);
-    // A row's definition levels when none of its values is null: two per
-    // entry (the entry, its value), or none for an empty map.
-    let all_present: Vec<Bits> = keys
-        .maps
+/// For each distinct set of keys, a row's definition levels when none of its
+/// values is null: two per entry (the entry, its value), or none for an
+/// empty map.
+fn all_present_levels(keys: &LeafPatterns<'_>) -> Vec<Bits> {
+    keys.maps
         .iter()
         .map(|set| {
             let mut levels = Bits::default();
@@ -203,52 +241,7 @@ pub(crate) fn encode_keyed(
             }
             levels
         })
-        .collect();
-    let row_sets = &key_sets.row_maps;
-    let index_width = values.dictionary.index_width;
-    let add_values = |index: usize, page: &mut PageBits| {
-        let set = &keys.maps[row_sets[index] as usize];
-        let ids = &values.ids[values.starts[index]..values.starts[index + 1]];
-        page.repetition.extend(&set.repetition);
-        if ids.len() < set.values {
-            // Some of the row's values are null, which their levels say.
-            let (batch, row) = rows[index];
-            if let Some(source) = sources.get(batch) {
-                let map = source.map(row, Sharing::WholeMap);
-                for entry in map.entries() {
-                    let level = if map.value(entry).is_some() { 2 } else { 1 };
-                    page.definition.push(level, 2);
-                }
-            }
-        } else {
-            page.definition
-                .extend(&all_present[row_sets[index] as usize]);
-        }
-        for id in ids {
-            page.indices.push(u64::from(*id), index_width);
-        }
-        page.rows += 1;
-        page.levels += set.levels;
-        page.values += ids.len();
-    };
-    Ok(Some([
-        write_leaf(
-            &keys.dictionary,
-            rows.len(),
-            |row, page| page.add(&keys.maps[row_sets[row] as usize]),
-            key,
-            properties,
-            limits,
-        )?,
-        write_leaf(
-            &values.dictionary,
-            rows.len(),
-            add_values,
-            value,
-            properties,
-            limits,
-        )?,
-    ]))
+        .collect()
 }
 
 /// The typed parts of each batch's map column, if the leaves are of the
@@ -354,8 +347,8 @@ impl<'a> MapSource<'a> {
 }
 
 /// What rows share: their whole map, or its keys.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sharing {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
     WholeMap,
     Keys,
 }
@@ -1024,9 +1017,15 @@ mod tests {
         let resources: Vec<Vec<KeyValue>> = (0..400)
             .map(|i| vec![text("service.instance.id", &format!("i-{i}"))])
             .collect();
-        let batches = [request(&resources, 1, 0)];
+        assert_left_to_the_arrow_writer(request(&resources, 1, 0), spans::RESOURCE_ATTRIBUTES)
+    }
+
+    /// `batch` written, `column` by the Arrow writer (its keys plain), and
+    /// read back the same.
+    fn assert_left_to_the_arrow_writer(batch: RecordBatch, column: &str) -> TestResult {
+        let batches = [batch];
         let (file, metadata) = written(&batches)?;
-        let (encodings, _) = key_leaf(&metadata, spans::RESOURCE_ATTRIBUTES);
+        let (encodings, _) = key_leaf(&metadata, column);
         assert!(
             !encodings.contains(&Encoding::RLE_DICTIONARY),
             "{encodings:?}"
@@ -1089,16 +1088,8 @@ mod tests {
             (&own_keys as &dyn Fn(usize) -> Vec<KeyValue>, 400),
             (&own_values, 20_000),
         ] {
-            let batches = [request_with(&resources, rows, 0, attributes)];
-            let (file, metadata) = written(&batches)?;
-            let (encodings, _) = key_leaf(&metadata, spans::ATTRIBUTES);
-            assert!(
-                !encodings.contains(&Encoding::RLE_DICTIONARY),
-                "{encodings:?}"
-            );
-            let read = concat(Table::Spans, &decode_parquet(file)?)?;
-            let sorted = sort_for_storage(Table::Spans, batches.to_vec())?;
-            assert_eq!(read.columns(), sorted.columns());
+            let batch = request_with(&resources, rows, 0, attributes);
+            assert_left_to_the_arrow_writer(batch, spans::ATTRIBUTES)?;
         }
         Ok(())
     }

@@ -34,9 +34,7 @@ use datafusion::parquet::file::writer::SerializedFileWriter;
 use datafusion::parquet::schema::types::ColumnDescPtr;
 use weft_schema::{metrics, spans};
 
-use crate::attribute_maps::{
-    self, EncodedLeaf, MapEncoder, PageLimits, is_keyed_map, is_repeated_map,
-};
+use crate::attribute_maps::{self, EncodedLeaf, MapLeaves, PageLimits, sharing_of};
 use crate::gather::gather;
 use crate::store::{
     ROWS_PER_GROUP, StoreError, Table, concat, flush_writer_properties, writer_properties,
@@ -366,15 +364,9 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
             ))
             .into());
         }
-        // Attribute maps this module can write faster than the Arrow writer.
-        let map_encoder = if is_repeated_map(table, field.name()) {
-            Some(attribute_maps::encode as MapEncoder)
-        } else if is_keyed_map(table, field.name()) {
-            Some(attribute_maps::encode_keyed as MapEncoder)
-        } else {
-            None
-        };
-        let maps: Option<Vec<&MapArray>> = match (map_encoder, field_leaves) {
+        // Attribute maps, which their own writer writes faster than the Arrow writer.
+        let sharing = sharing_of(table, field.name());
+        let maps: Option<Vec<&MapArray>> = match (sharing, field_leaves) {
             (Some(_), [_, _]) => columns.iter().map(|c| c.as_map_opt()).collect(),
             _ => None,
         };
@@ -383,8 +375,18 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
             groups.iter().zip(&mut writers).zip(&mut chunks)
         {
             let mut leaf_writers: Vec<_> = group_writers.by_ref().take(leaf_count).collect();
-            if let (Some(encode), Some(maps), [key, value]) = (map_encoder, &maps, field_leaves)
-                && let Some(encoded) = encode(maps, group, key, value, &properties, page_limits)?
+            if let (Some(sharing), Some(maps), [key, value]) = (sharing, &maps, field_leaves)
+                && let Some(encoded) = attribute_maps::encode(
+                    sharing,
+                    maps,
+                    group,
+                    MapLeaves {
+                        key,
+                        value,
+                        properties: &properties,
+                        limits: page_limits,
+                    },
+                )?
             {
                 group_chunks.extend(encoded.map(Chunk::Encoded));
                 continue;
