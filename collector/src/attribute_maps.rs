@@ -141,12 +141,18 @@ pub(crate) fn encode(
     let Some(distinct) = Distinct::of(&sources, rows, sharing) else {
         return Ok(None);
     };
+    // A dictionary page as large as the Arrow writer lets one grow, at most:
+    // past it, that writer goes on without (a resource can be megabytes).
+    let limit = leaves.properties.dictionary_page_size_limit();
     let keys = LeafPatterns::keys(&distinct);
+    if keys.dictionary.page_bytes() > limit {
+        return Ok(None);
+    }
     let row_maps = &distinct.row_maps;
     let values = match sharing {
         Sharing::WholeMap => {
             let values = LeafPatterns::values(&distinct);
-            if values.dictionary.values.is_empty() {
+            if values.dictionary.values.is_empty() || values.dictionary.page_bytes() > limit {
                 return Ok(None);
             }
             leaves.write(&keys, row_maps, &values.dictionary, |row, page| {
@@ -154,7 +160,6 @@ pub(crate) fn encode(
             })?
         }
         Sharing::Keys => {
-            let limit = leaves.properties.dictionary_page_size_limit();
             let Some(values) = RowValues::of(&sources, rows, limit) else {
                 return Ok(None);
             };
@@ -494,6 +499,13 @@ struct LeafDictionary<'a> {
     /// Bit widths of the definition levels and of the dictionary indices.
     def_width: usize,
     index_width: usize,
+}
+
+impl LeafDictionary<'_> {
+    /// The dictionary page's size before compression: each value after its length.
+    fn page_bytes(&self) -> usize {
+        self.values.iter().map(|value| 4 + value.len()).sum()
+    }
 }
 
 struct MapPattern {
@@ -1018,6 +1030,14 @@ mod tests {
             .map(|i| vec![text("service.instance.id", &format!("i-{i}"))])
             .collect();
         assert_left_to_the_arrow_writer(request(&resources, 1, 0), spans::RESOURCE_ATTRIBUTES)
+    }
+
+    #[test]
+    fn a_resource_larger_than_a_dictionary_page_is_left_to_the_arrow_writer() -> TestResult {
+        // Shared by every span, but 2 MiB: over the writer's 1 MiB dictionary page.
+        let huge = "x".repeat(2 << 20);
+        let resources = [vec![text("service.name", "checkout"), text("blob", &huge)]];
+        assert_left_to_the_arrow_writer(request(&resources, 100, 0), spans::RESOURCE_ATTRIBUTES)
     }
 
     /// `batch` written, `column` by the Arrow writer (its keys plain), and
