@@ -24,7 +24,9 @@
 //! which zstd shrinks as well as run lengths would), compressed as the file's
 //! settings say, with an offset index and no statistics, as maps have none.
 //! A column whose maps (or sets of keys) are mostly distinct, or whose
-//! values would outgrow a dictionary page, goes to the Arrow writer instead.
+//! distinct maps would outgrow a dictionary page, goes to the Arrow writer
+//! instead; the values of span attributes that would outgrow one are written
+//! plain, as the Arrow writer goes on past that limit.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -122,13 +124,13 @@ pub(crate) struct MapLeaves<'a> {
 /// The two leaf chunks (keys, then values) of the maps at `rows`, given as
 /// (batch, row) into `maps`, whose rows share what `sharing` says. `None`
 /// if they share little after all (the maps, or sets of keys, are mostly
-/// distinct), the values would outgrow the writer's dictionary page limit
-/// (where the Arrow writer goes on without a dictionary), or there is
-/// nothing to write: the Arrow writer does as well there.
+/// distinct), a dictionary would outgrow the writer's dictionary page limit,
+/// or there is nothing to write: the Arrow writer does as well there.
 ///
 /// Whole maps: each distinct map is encoded once, its keys and values both.
 /// Keys: each distinct set of keys is encoded once; values are written a
-/// value at a time, through a dictionary.
+/// value at a time, through a dictionary, or plain if theirs would outgrow
+/// a dictionary page (as the Arrow writer goes on past that limit).
 pub(crate) fn encode(
     sharing: Sharing,
     maps: &[&MapArray],
@@ -152,7 +154,7 @@ pub(crate) fn encode(
     let values = match sharing {
         Sharing::WholeMap => {
             let values = LeafPatterns::values(&distinct);
-            if values.dictionary.values.is_empty() || values.dictionary.page_bytes() > limit {
+            if values.dictionary.is_empty() || values.dictionary.page_bytes() > limit {
                 return Ok(None);
             }
             leaves.write(&keys, row_maps, &values.dictionary, |row, page| {
@@ -167,28 +169,48 @@ pub(crate) fn encode(
             let index_width = values.dictionary.index_width;
             leaves.write(&keys, row_maps, &values.dictionary, |index, page| {
                 let set = &keys.maps[row_maps[index] as usize];
-                let ids = &values.ids[values.starts[index]..values.starts[index + 1]];
                 page.repetition.extend(&set.repetition);
-                if ids.len() < set.values {
-                    // Some of the row's values are null, which their levels say.
-                    let (batch, row) = rows[index];
-                    if let Some(source) = sources.get(batch) {
-                        let map = source.map(row, Sharing::WholeMap);
-                        for entry in map.entries() {
-                            let level = if map.value(entry).is_some() { 2 } else { 1 };
-                            page.definition.push(level, 2);
-                        }
-                    }
-                } else {
-                    page.definition
-                        .extend(&all_present[row_maps[index] as usize]);
-                }
-                for id in ids {
-                    page.indices.push(u64::from(*id), index_width);
-                }
                 page.rows += 1;
                 page.levels += set.levels;
-                page.values += ids.len();
+                if let Some(ids) = values.ids(index)
+                    && ids.len() == set.values
+                {
+                    page.definition
+                        .extend(&all_present[row_maps[index] as usize]);
+                    for id in ids {
+                        page.indices.push(u64::from(*id), index_width);
+                    }
+                    page.values += ids.len();
+                    return;
+                }
+                // Some of the row's values are null, which their levels say,
+                // or the values go plain: a value at a time.
+                let (batch, row) = rows[index];
+                let Some(source) = sources.get(batch) else {
+                    return;
+                };
+                let map = source.map(row, Sharing::WholeMap);
+                let ids = values.ids(index);
+                let mut next_id = ids.unwrap_or_default().iter();
+                for entry in map.entries() {
+                    let Some(text) = map.value(entry) else {
+                        page.definition.push(1, 2);
+                        continue;
+                    };
+                    page.definition.push(2, 2);
+                    page.values += 1;
+                    match ids {
+                        Some(_) => {
+                            let id = next_id.next().copied().unwrap_or_default();
+                            page.indices.push(u64::from(id), index_width);
+                        }
+                        None => {
+                            page.plain
+                                .extend_from_slice(&(text.len() as u32).to_le_bytes());
+                            page.plain.extend_from_slice(text.as_bytes());
+                        }
+                    }
+                }
             })?
         }
     };
@@ -264,7 +286,9 @@ fn sources_of<'a>(
     maps.iter().map(|map| MapSource::of(map)).collect()
 }
 
-/// Each row's non-null values as indices into a dictionary of them all.
+/// Each row's non-null values as indices into a dictionary of them all, or,
+/// where that dictionary would outgrow a dictionary page, the mark to write
+/// them plain (as the Arrow writer goes on past that limit).
 struct RowValues<'a> {
     dictionary: LeafDictionary<'a>,
     ids: Vec<u32>,
@@ -273,8 +297,7 @@ struct RowValues<'a> {
 }
 
 impl<'a> RowValues<'a> {
-    /// `None` if the dictionary would hold more than `limit` bytes as a
-    /// page, or nothing.
+    /// `None` if no row has a value.
     fn of(sources: &'a [MapSource<'a>], rows: &[(usize, usize)], limit: usize) -> Option<Self> {
         let mut lookup: HashMap<&'a str, u32> = HashMap::default();
         let mut values = Vec::new();
@@ -293,7 +316,7 @@ impl<'a> RowValues<'a> {
                     None => {
                         page_bytes += 4 + text.len();
                         if page_bytes > limit {
-                            return None;
+                            return Some(Self::plain());
                         }
                         let id = values.len() as u32;
                         values.push(text);
@@ -311,13 +334,31 @@ impl<'a> RowValues<'a> {
         let index_width = bit_width(values.len() as u64 - 1);
         Some(Self {
             dictionary: LeafDictionary {
-                values,
+                values: Some(values),
                 def_width: 2,
                 index_width,
             },
             ids,
             starts,
         })
+    }
+
+    fn plain() -> Self {
+        Self {
+            dictionary: LeafDictionary {
+                values: None,
+                def_width: 2,
+                index_width: 0,
+            },
+            ids: Vec::new(),
+            starts: Vec::new(),
+        }
+    }
+
+    /// The indices of row `index`'s values; `None` when they are written plain.
+    fn ids(&self, index: usize) -> Option<&[u32]> {
+        self.dictionary.values.as_ref()?;
+        Some(&self.ids[self.starts[index]..self.starts[index + 1]])
     }
 }
 
@@ -493,10 +534,12 @@ struct LeafPatterns<'a> {
     dictionary: LeafDictionary<'a>,
 }
 
-/// A leaf's dictionary, and the bit widths its pages are written with.
+/// How a leaf's values are written: through a dictionary (its values and the
+/// bit width of the indices), or plain; and the bit width of its definition
+/// levels.
 struct LeafDictionary<'a> {
-    values: Vec<&'a str>,
-    /// Bit widths of the definition levels and of the dictionary indices.
+    /// `None`: plain, each value after its length.
+    values: Option<Vec<&'a str>>,
     def_width: usize,
     index_width: usize,
 }
@@ -504,7 +547,15 @@ struct LeafDictionary<'a> {
 impl LeafDictionary<'_> {
     /// The dictionary page's size before compression: each value after its length.
     fn page_bytes(&self) -> usize {
-        self.values.iter().map(|value| 4 + value.len()).sum()
+        self.values
+            .iter()
+            .flatten()
+            .map(|value| 4 + value.len())
+            .sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.values.as_ref().is_none_or(Vec::is_empty)
     }
 }
 
@@ -584,7 +635,7 @@ impl<'a> LeafPatterns<'a> {
         Self {
             maps,
             dictionary: LeafDictionary {
-                values: dictionary,
+                values: Some(dictionary),
                 def_width,
                 index_width,
             },
@@ -679,20 +730,27 @@ fn write_leaf(
     let mut offsets = OffsetIndexBuilder::new();
     let mut uncompressed = 0;
 
-    let mut plain = Vec::new();
-    for text in &dictionary.values {
-        plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        plain.extend_from_slice(text.as_bytes());
+    let mut data_page_offset = 0;
+    if let Some(values) = &dictionary.values {
+        let mut plain = Vec::new();
+        for text in values {
+            plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            plain.extend_from_slice(text.as_bytes());
+        }
+        let page = compressor.page(&plain, |buf| Page::DictionaryPage {
+            buf,
+            num_values: values.len() as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        })?;
+        let spec = pages.write_page(page)?;
+        uncompressed += spec.uncompressed_size;
+        data_page_offset = spec.offset + spec.bytes_written;
     }
-    let page = compressor.page(&plain, |buf| Page::DictionaryPage {
-        buf,
-        num_values: dictionary.values.len() as u32,
-        encoding: Encoding::PLAIN,
-        is_sorted: false,
-    })?;
-    let spec = pages.write_page(page)?;
-    uncompressed += spec.uncompressed_size;
-    let data_page_offset = spec.offset + spec.bytes_written;
+    let (value_encoding, dictionary_page) = match dictionary.values {
+        Some(_) => (Encoding::RLE_DICTIONARY, Some(0)),
+        None => (Encoding::PLAIN, None),
+    };
 
     let mut page = PageBits::default();
     let mut data_pages = 0;
@@ -707,7 +765,7 @@ fn write_leaf(
             let compressed = compressor.page(&body, |buf| Page::DataPage {
                 buf,
                 num_values: levels as u32,
-                encoding: Encoding::RLE_DICTIONARY,
+                encoding: value_encoding,
                 def_level_encoding: Encoding::RLE,
                 rep_level_encoding: Encoding::RLE,
                 statistics: None,
@@ -727,27 +785,29 @@ fn write_leaf(
 
     let metadata = ColumnChunkMetaData::builder(descriptor.clone())
         .set_compression(compression)
-        .set_encodings(vec![
-            Encoding::PLAIN,
-            Encoding::RLE,
-            Encoding::RLE_DICTIONARY,
-        ])
-        .set_page_encoding_stats(vec![
-            PageEncodingStats {
-                page_type: PageType::DICTIONARY_PAGE,
-                encoding: Encoding::PLAIN,
-                count: 1,
-            },
-            PageEncodingStats {
-                page_type: PageType::DATA_PAGE,
-                encoding: Encoding::RLE_DICTIONARY,
-                count: data_pages,
-            },
-        ])
+        .set_encodings(match dictionary_page {
+            Some(_) => vec![Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY],
+            None => vec![Encoding::PLAIN, Encoding::RLE],
+        })
+        .set_page_encoding_stats(
+            dictionary_page
+                .map(|_| PageEncodingStats {
+                    page_type: PageType::DICTIONARY_PAGE,
+                    encoding: Encoding::PLAIN,
+                    count: 1,
+                })
+                .into_iter()
+                .chain([PageEncodingStats {
+                    page_type: PageType::DATA_PAGE,
+                    encoding: value_encoding,
+                    count: data_pages,
+                }])
+                .collect(),
+        )
         .set_total_compressed_size(bytes_written as i64)
         .set_total_uncompressed_size(uncompressed as i64)
         .set_num_values(num_values as i64)
-        .set_dictionary_page_offset(Some(0))
+        .set_dictionary_page_offset(dictionary_page)
         .set_data_page_offset(data_page_offset as i64)
         .build()?;
     Ok(EncodedLeaf {
@@ -769,6 +829,8 @@ struct PageBits {
     repetition: Bits,
     definition: Bits,
     indices: Bits,
+    /// Values written plain, each after its length.
+    plain: Vec<u8>,
     rows: usize,
     levels: usize,
     values: usize,
@@ -786,11 +848,12 @@ impl PageBits {
 
     fn encoded_bytes(&self, dictionary: &LeafDictionary<'_>) -> usize {
         (self.levels * (1 + dictionary.def_width) + self.values * dictionary.index_width) / 8
+            + self.plain.len()
     }
 
     /// The page as the v1 format lays it out: repetition levels and
     /// definition levels, each after its length, then the indices after
-    /// their bit width.
+    /// their bit width, or the plain values.
     fn body(&self, dictionary: &LeafDictionary<'_>) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.encoded_bytes(dictionary) + 32);
         for (levels, width) in [
@@ -802,6 +865,10 @@ impl PageBits {
             levels.write_run(self.levels, width, &mut body);
             let length = (body.len() - start - 4) as u32;
             body[start..start + 4].copy_from_slice(&length.to_le_bytes());
+        }
+        if dictionary.values.is_none() {
+            body.extend_from_slice(&self.plain);
+            return body;
         }
         body.push(dictionary.index_width as u8);
         if self.values > 0 {
@@ -815,6 +882,7 @@ impl PageBits {
         self.repetition.clear();
         self.definition.clear();
         self.indices.clear();
+        self.plain.clear();
         self.rows = 0;
         self.levels = 0;
         self.values = 0;
@@ -934,12 +1002,16 @@ mod tests {
     /// Encodings of the key leaf of `column`, and its pages in the first
     /// row group.
     fn key_leaf(metadata: &ParquetMetaData, column: &str) -> (Vec<Encoding>, usize) {
+        leaf(metadata, column, "key")
+    }
+
+    /// [`key_leaf`] for the `key` or `value` leaf.
+    fn leaf(metadata: &ParquetMetaData, column: &str, name: &str) -> (Vec<Encoding>, usize) {
         let descriptor = metadata.file_metadata().schema_descr();
+        let path = format!("{column}.entries.{name}");
         let leaf = (0..descriptor.num_columns())
-            .find(|&leaf| {
-                descriptor.column(leaf).path().string() == format!("{column}.entries.key")
-            })
-            .expect("a key leaf");
+            .find(|&leaf| descriptor.column(leaf).path().string() == path)
+            .expect("a leaf of that name");
         let encodings = metadata.row_group(0).column(leaf).encodings().collect();
         let pages = metadata
             .offset_index()
@@ -1099,18 +1171,35 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_their_own_or_too_many_distinct_values_go_to_the_arrow_writer() -> TestResult {
+    fn keys_of_their_own_go_to_the_arrow_writer() -> TestResult {
         let resources = [vec![text("service.name", "checkout")]];
         let own_keys = |i: usize| vec![text(&format!("key.{i}"), "v")];
-        // 20,000 values of 64 bytes: over the 1 MiB dictionary page limit.
-        let own_values = |i: usize| vec![text("payload", &format!("{i:064}"))];
-        for (attributes, rows) in [
-            (&own_keys as &dyn Fn(usize) -> Vec<KeyValue>, 400),
-            (&own_values, 20_000),
-        ] {
-            let batch = request_with(&resources, rows, 0, attributes);
-            assert_left_to_the_arrow_writer(batch, spans::ATTRIBUTES)?;
-        }
-        Ok(())
+        let batch = request_with(&resources, 400, 0, &own_keys);
+        assert_left_to_the_arrow_writer(batch, spans::ATTRIBUTES)
+    }
+
+    #[test]
+    fn values_too_many_for_a_dictionary_page_are_written_plain() -> TestResult {
+        let resources = [vec![text("service.name", "checkout")]];
+        // 20,000 distinct values of 64 bytes: over the 1 MiB dictionary page
+        // limit; a NULL among them now and then.
+        let attributes = |i: usize| {
+            let mut note = text("note", "x");
+            if i.is_multiple_of(7) {
+                note.value = Some(AnyValue { value: None });
+            }
+            vec![text("payload", &format!("{i:064}")), note]
+        };
+        let batches = [request_with(&resources, 20_000, 0, &attributes)];
+        let (file, metadata) = written(&batches)?;
+        let (keys, _) = key_leaf(&metadata, spans::ATTRIBUTES);
+        let (values, pages) = leaf(&metadata, spans::ATTRIBUTES, "value");
+        assert!(keys.contains(&Encoding::RLE_DICTIONARY), "{keys:?}");
+        assert!(!values.contains(&Encoding::RLE_DICTIONARY), "{values:?}");
+        assert!(pages > 2, "20,000 rows of 64-byte values in {pages} pages");
+        let read = concat(Table::Spans, &decode_parquet(file.clone())?)?;
+        let sorted = sort_for_storage(Table::Spans, batches.to_vec())?;
+        assert_eq!(read.columns(), sorted.columns());
+        assert_pages_skip_to_the_same_rows(file, &sorted, 12_345)
     }
 }
