@@ -164,7 +164,7 @@ pub(crate) fn encode(
         return Ok(None);
     }
     let row_maps = &distinct.row_maps;
-    let values = match sharing {
+    let chunks = match sharing {
         Sharing::WholeMap => {
             let values = LeafPatterns::values(&distinct);
             if values.dictionary.is_empty() || values.dictionary.page_bytes() > limit {
@@ -203,6 +203,9 @@ pub(crate) fn encode(
                     return;
                 };
                 let map = source.map(row, Sharing::WholeMap);
+                if map.entries().is_empty() {
+                    page.definition.push(0, 2);
+                }
                 let ids = values.ids(index);
                 let mut next_id = ids.unwrap_or_default().iter();
                 for entry in map.entries() {
@@ -227,7 +230,7 @@ pub(crate) fn encode(
             })?
         }
     };
-    Ok(Some(values))
+    Ok(Some(chunks))
 }
 
 impl MapLeaves<'_> {
@@ -1195,8 +1198,11 @@ mod tests {
     fn values_too_many_for_a_dictionary_page_are_written_plain() -> TestResult {
         let resources = [vec![text("service.name", "checkout")]];
         // 20,000 distinct values of 64 bytes: over the 1 MiB dictionary page
-        // limit; a NULL among them now and then.
+        // limit; a NULL among them now and then, and spans without attributes.
         let attributes = |i: usize| {
+            if i.is_multiple_of(5) {
+                return Vec::new();
+            }
             let mut note = text("note", "x");
             if i.is_multiple_of(7) {
                 note.value = Some(AnyValue { value: None });
