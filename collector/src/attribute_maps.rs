@@ -198,11 +198,9 @@ pub(crate) fn encode(
                 }
                 // Some of the row's values are null, which their levels say,
                 // or the values go plain: a value at a time.
+                // `Distinct::of` has looked up every row's batch already.
                 let (batch, row) = rows[index];
-                let Some(source) = sources.get(batch) else {
-                    return;
-                };
-                let map = source.map(row, Sharing::WholeMap);
+                let map = sources[batch].map(row, Sharing::WholeMap);
                 if map.entries().is_empty() {
                     page.definition.push(0, 2);
                 }
