@@ -1219,4 +1219,48 @@ mod tests {
         assert_eq!(read.columns(), sorted.columns());
         assert_pages_skip_to_the_same_rows(file, &sorted, 12_345)
     }
+
+    #[test]
+    fn a_codec_other_than_zstd_or_none_is_left_to_the_arrow_writer() -> TestResult {
+        let resources = [vec![text("service.name", "checkout")]];
+        let batch = request(&resources, 100, 0);
+        let maps = [batch
+            .column_by_name(spans::RESOURCE_ATTRIBUTES)
+            .and_then(|column| column.as_map_opt())
+            .ok_or("a resource attribute map")?];
+        let rows: Vec<(usize, usize)> = (0..batch.num_rows()).map(|row| (0, row)).collect();
+        let schema = datafusion::parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&Table::Spans.schema())?;
+        let leaf = |name: &str| {
+            (0..schema.num_columns())
+                .map(|leaf| schema.column(leaf))
+                .find(|leaf| {
+                    leaf.path().string() == format!("{}.entries.{name}", spans::RESOURCE_ATTRIBUTES)
+                })
+                .ok_or("a leaf of that name")
+        };
+        let (key, value) = (leaf("key")?, leaf("value")?);
+        let limits = PageLimits {
+            rows: 8192,
+            bytes: 1 << 18,
+        };
+        for (compression, written_here) in [
+            (Compression::ZSTD(Default::default()), true),
+            (Compression::UNCOMPRESSED, true),
+            (Compression::GZIP(Default::default()), false),
+        ] {
+            let properties = WriterProperties::builder()
+                .set_compression(compression)
+                .build();
+            let leaves = MapLeaves {
+                key: &key,
+                value: &value,
+                properties: &properties,
+                limits,
+            };
+            let encoded = encode(Sharing::WholeMap, &maps, &rows, leaves)?;
+            assert_eq!(encoded.is_some(), written_here, "{compression:?}");
+        }
+        Ok(())
+    }
 }
