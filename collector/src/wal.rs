@@ -15,7 +15,7 @@
 //! of that segment.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
 const SEGMENT_PREFIX: &str = "segment-";
@@ -168,11 +168,28 @@ pub fn checkpoint(dir: &Path, segment: u64) -> Result<(), WalError> {
     Ok(())
 }
 
+/// Linux's `IOV_MAX`: at most this many slices per `writev`.
+const SLICES_PER_WRITE: usize = 1024;
+
+/// Writes all of `slices` in order, as `write_all` writes one.
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        let at_once = slices.len().min(SLICES_PER_WRITE);
+        match file.write_vectored(&slices[..at_once]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 /// The open segment that new records are appended to.
 pub struct Wal {
     dir: PathBuf,
     segment: u64,
-    file: BufWriter<File>,
+    file: File,
     path: PathBuf,
 }
 
@@ -199,7 +216,7 @@ impl Wal {
         Ok(Self {
             dir: dir.to_owned(),
             segment,
-            file: BufWriter::with_capacity(1 << 20, file),
+            file,
             path,
         })
     }
@@ -209,32 +226,38 @@ impl Wal {
     }
 
     /// Writes `records` and syncs them to disk before returning.
+    ///
+    /// One `writev` for the whole group, headers and payloads as they lie:
+    /// copying each payload (a request of 512 spans is about 220 KB) into a
+    /// buffer first was about half a percent of the server's CPU.
     pub fn append_and_sync<'a>(
         &mut self,
         records: impl IntoIterator<Item = (Signal, &'a [u8])>,
     ) -> Result<(), WalError> {
-        for (signal, payload) in records {
+        let records: Vec<(Signal, &[u8])> = records.into_iter().collect();
+        let mut headers = Vec::with_capacity(records.len());
+        for (signal, payload) in &records {
             let len = u32::try_from(payload.len() + 1).map_err(|_| WalError::Io {
                 path: self.path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record larger than 4 GiB"),
             })?;
             let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&[signal as u8]);
+            hasher.update(&[*signal as u8]);
             hasher.update(payload);
-            let crc = hasher.finalize();
-            self.file
-                .write_all(&len.to_le_bytes())
-                .map_err(io_at(&self.path))?;
-            self.file
-                .write_all(&crc.to_le_bytes())
-                .map_err(io_at(&self.path))?;
-            self.file
-                .write_all(&[signal as u8])
-                .map_err(io_at(&self.path))?;
-            self.file.write_all(payload).map_err(io_at(&self.path))?;
+            // The header, then the signal, the first byte of the body.
+            let mut header = [0u8; HEADER_LEN + 1];
+            header[..4].copy_from_slice(&len.to_le_bytes());
+            header[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+            header[8] = *signal as u8;
+            headers.push(header);
         }
-        self.file.flush().map_err(io_at(&self.path))?;
-        self.file.get_ref().sync_data().map_err(io_at(&self.path))
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(&records)
+            .flat_map(|(header, (_, payload))| [IoSlice::new(header), IoSlice::new(payload)])
+            .collect();
+        write_all_vectored(&mut self.file, &mut slices).map_err(io_at(&self.path))?;
+        self.file.sync_data().map_err(io_at(&self.path))
     }
 
     /// Closes the current segment and starts the next. Returns the closed one.
@@ -278,6 +301,25 @@ mod tests {
                 },
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_group_of_more_records_than_one_write_takes_is_written_whole()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut wal = Wal::create(dir.path())?;
+        // Two slices a record: three writes' worth of slices, and payloads
+        // of every length up to a few bytes.
+        let payloads: Vec<Vec<u8>> = (0..1500u32)
+            .map(|i| i.to_le_bytes()[..(i % 5) as usize].to_vec())
+            .collect();
+        wal.append_and_sync(payloads.iter().map(|p| (Signal::Traces, p.as_slice())))?;
+        let read: Vec<Vec<u8>> = read_segment(dir.path(), 1)?
+            .into_iter()
+            .map(|record| record.payload)
+            .collect();
+        assert_eq!(read, payloads);
         Ok(())
     }
 

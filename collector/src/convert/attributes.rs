@@ -66,6 +66,30 @@ pub fn render_view<'a>(value: &'a ValueView<'_>) -> (Option<Cow<'a, str>>, Attri
     }
 }
 
+/// Calls `use_text` with a value's text as stored and its type, as
+/// [`render_view`] renders them, without allocating for the integers and
+/// booleans that spans mostly carry besides strings: `i64::to_string` and
+/// its allocation were about 2 % of the server's CPU at 10,000 spans/s.
+pub fn with_view_text<R>(
+    value: &ValueView<'_>,
+    use_text: impl FnOnce(Option<&str>, AttributeType) -> R,
+) -> R {
+    match value {
+        ValueView::Int(i) => use_text(Some(itoa::Buffer::new().format(*i)), AttributeType::Int),
+        ValueView::Bool(b) => {
+            use_text(Some(if *b { "true" } else { "false" }), AttributeType::Bool)
+        }
+        ValueView::StrIndex(i) => use_text(
+            Some(itoa::Buffer::new().format(*i)),
+            AttributeType::StringIndex,
+        ),
+        other => {
+            let (text, kind) = render_view(other);
+            use_text(text.as_deref(), kind)
+        }
+    }
+}
+
 /// Rust's `Display` for `f64` is the shortest text that parses back to the same value.
 fn render_double(d: f64) -> String {
     if d.is_nan() {
@@ -222,14 +246,17 @@ pub struct AttributeColumns {
 /// builder copies everything appended so far.
 const TEXT_BYTES_GUESS: usize = 16;
 
-fn map_builder(rows: usize, entries: usize) -> MapBuilder<StringBuilder, StringBuilder> {
-    let names = MapFieldNames {
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames {
         entry: "entries".to_owned(),
         key: weft_schema::ATTRIBUTE_MAP_KEY.to_owned(),
         value: weft_schema::ATTRIBUTE_MAP_VALUE.to_owned(),
-    };
+    }
+}
+
+fn map_builder(rows: usize, entries: usize) -> MapBuilder<StringBuilder, StringBuilder> {
     let text = || StringBuilder::with_capacity(entries, entries * TEXT_BYTES_GUESS);
-    MapBuilder::with_capacity(Some(names), text(), text(), rows)
+    MapBuilder::with_capacity(Some(map_field_names()), text(), text(), rows)
 }
 
 impl AttributeColumns {
@@ -240,6 +267,34 @@ impl AttributeColumns {
             values: map_builder(rows, entries),
             // Most values are strings, which have no type entry.
             types: map_builder(rows, entries / 4),
+        }
+    }
+
+    /// Builders sized exactly for rows that repeat shared sets, given as
+    /// `(set, rows holding it)`: they never grow (each growth copies all that
+    /// was appended) and need no cutting down when the batch is finished.
+    pub fn for_repeated<'s>(
+        sets: impl Iterator<Item = (&'s SharedAttributes, usize)> + Clone,
+    ) -> Self {
+        let rows = sets.clone().map(|(_, rows)| rows).sum();
+        let sized = |pair: fn(&SharedAttributes) -> [&StringArray; 2]| {
+            let (mut entries, mut key_bytes, mut value_bytes) = (0, 0, 0);
+            for (set, repeats) in sets.clone() {
+                let [keys, values] = pair(set);
+                entries += repeats * keys.len();
+                key_bytes += repeats * keys.value_data().len();
+                value_bytes += repeats * values.value_data().len();
+            }
+            MapBuilder::with_capacity(
+                Some(map_field_names()),
+                StringBuilder::with_capacity(entries, key_bytes),
+                StringBuilder::with_capacity(entries, value_bytes),
+                rows,
+            )
+        };
+        Self {
+            values: sized(|set| [&set.keys, &set.values]),
+            types: sized(|set| [&set.type_keys, &set.type_names]),
         }
     }
 
@@ -255,8 +310,7 @@ impl AttributeColumns {
     /// Appends one row holding attributes read straight from the wire.
     pub fn append_views(&mut self, attributes: &[KeyValueView<'_>]) {
         for kv in attributes {
-            let (text, kind) = render_view(&kv.value);
-            self.push(kv.key, text.as_deref(), kind);
+            with_view_text(&kv.value, |text, kind| self.push(kv.key, text, kind));
         }
         self.end_row();
     }
@@ -364,6 +418,33 @@ mod tests {
                 .0
                 .as_deref(),
             Some("s")
+        );
+    }
+
+    #[test]
+    fn text_without_allocating_is_the_rendered_text() {
+        let views = [
+            ValueView::Int(i64::MIN),
+            ValueView::Int(-42),
+            ValueView::Int(0),
+            ValueView::Int(i64::MAX),
+            ValueView::Bool(true),
+            ValueView::Bool(false),
+            ValueView::StrIndex(-1),
+            ValueView::StrIndex(i32::MAX),
+            ValueView::Str("s"),
+            ValueView::Double(0.1),
+            ValueView::Bytes(&[0, 255]),
+            ValueView::Empty,
+        ];
+        for view in &views {
+            let (text, kind) = render_view(view);
+            let direct = with_view_text(view, |text, kind| (text.map(str::to_owned), kind));
+            assert_eq!(direct, (text.map(Cow::into_owned), kind), "{view:?}");
+        }
+        assert_eq!(
+            with_view_text(&ValueView::Int(i64::MIN), |text, _| text.map(str::to_owned)),
+            Some("-9223372036854775808".to_owned())
         );
     }
 

@@ -19,7 +19,7 @@ use prost::Message;
 use weft_schema::TIME_ZONE;
 use weft_schema::spans::{self, PROMOTED, Source};
 
-use super::attributes::{AttributeColumns, SharedAttributes, find, find_view, render_view};
+use super::attributes::{AttributeColumns, SharedAttributes, find, find_view, with_view_text};
 use super::hex::append_hex;
 use super::validate;
 use super::wire::{
@@ -154,7 +154,24 @@ pub fn protobufs_to_record_batch(requests: &[&[u8]]) -> Result<RecordBatch, Conv
     // Stable: spans with equal keys keep the requests' order.
     spans.sort_by_key(|span| (span.trace_id, span.start_time_unix_nano));
 
-    let mut builder = SpanBatchBuilder::with_capacity(spans.len());
+    let mut spans_per_scope: Vec<Vec<usize>> = resources
+        .iter()
+        .map(|(_, _, scopes)| vec![0; scopes.len()])
+        .collect();
+    for place in &spans {
+        spans_per_scope[place.resource][place.scope] += 1;
+    }
+    let repeated =
+        resources
+            .iter()
+            .zip(&spans_per_scope)
+            .flat_map(|((resource, _, scopes), counts)| {
+                scopes
+                    .iter()
+                    .zip(counts)
+                    .map(move |(scope, rows)| (resource, scope, *rows))
+            });
+    let mut builder = SpanBatchBuilder::with_capacity(spans.len(), repeated);
     let mut span = SpanView::default();
     for place in &spans {
         span.read(place.message)?;
@@ -482,8 +499,22 @@ struct SpanBatchBuilder {
 }
 
 impl SpanBatchBuilder {
-    fn with_capacity(rows: usize) -> Self {
+    /// Builders for `rows` spans; `repeated` says how many of them each
+    /// resource and scope has, for the columns that repeat theirs to be
+    /// sized exactly.
+    fn with_capacity<'r, 'a: 'r>(
+        rows: usize,
+        repeated: impl Iterator<Item = (&'r ResourceContext<'a>, &'r ScopeContext<'a>, usize)> + Clone,
+    ) -> Self {
         let text = || StringBuilder::with_capacity(rows, rows * 16);
+        let repeated_text = |bytes: fn(&ResourceContext<'_>, &ScopeContext<'_>) -> usize| {
+            let bytes = repeated
+                .clone()
+                .map(|(resource, scope, rows)| rows * bytes(resource, scope))
+                .sum();
+            StringBuilder::with_capacity(rows, bytes)
+        };
+
         Self {
             trace_id: StringBuilder::with_capacity(rows, rows * 32),
             span_id: StringBuilder::with_capacity(rows, rows * 16),
@@ -497,7 +528,7 @@ impl SpanBatchBuilder {
             duration_ns: Int64Builder::with_capacity(rows),
             status_code: text(),
             status_message: StringBuilder::new(),
-            service_name: text(),
+            service_name: repeated_text(|resource, _| resource.service_name.len()),
             promoted: PROMOTED
                 .iter()
                 .map(|p| {
@@ -514,14 +545,22 @@ impl SpanBatchBuilder {
             dropped_events_count: UInt32Builder::with_capacity(rows),
             links: LinkColumns::with_capacity(rows),
             dropped_links_count: UInt32Builder::with_capacity(rows),
-            resource_attributes: AttributeColumns::with_capacity(rows, 8),
+            resource_attributes: AttributeColumns::for_repeated(
+                repeated
+                    .clone()
+                    .map(|(resource, _, rows)| (&resource.attributes, rows)),
+            ),
             resource_dropped_attributes_count: UInt32Builder::with_capacity(rows),
-            resource_schema_url: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attributes: AttributeColumns::with_capacity(rows, 0),
+            resource_schema_url: repeated_text(|resource, _| resource.schema_url.len()),
+            scope_name: repeated_text(|_, scope| scope.scope.map_or(0, |s| s.name.len())),
+            scope_version: repeated_text(|_, scope| scope.scope.map_or(0, |s| s.version.len())),
+            scope_attributes: AttributeColumns::for_repeated(
+                repeated
+                    .clone()
+                    .map(|(_, scope, rows)| (&scope.attributes, rows)),
+            ),
             scope_dropped_attributes_count: UInt32Builder::with_capacity(rows),
-            scope_schema_url: StringBuilder::new(),
+            scope_schema_url: repeated_text(|_, scope| scope.schema_url.len()),
         }
     }
 
@@ -560,9 +599,10 @@ impl SpanBatchBuilder {
             // A column takes its values from the span or from the resource, never both.
             let value = from_span.or(*from_resource);
             match column {
-                PromotedColumn::Text(builder) => {
-                    builder.append_option(value.and_then(|v| render_view(v).0));
-                }
+                PromotedColumn::Text(builder) => match value {
+                    Some(value) => with_view_text(value, |text, _| builder.append_option(text)),
+                    None => builder.append_null(),
+                },
                 PromotedColumn::Int(builder) => {
                     let int = match value {
                         Some(ValueView::Int(i)) => Some(*i),
