@@ -168,14 +168,11 @@ pub fn checkpoint(dir: &Path, segment: u64) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Linux's `IOV_MAX`: at most this many slices per `writev`.
-const SLICES_PER_WRITE: usize = 1024;
-
-/// Writes all of `slices` in order, as `write_all` writes one.
+/// Writes all of `slices` in order, as `write_all` writes one: a `writev`
+/// takes at most `IOV_MAX` (1,024) slices, and may write fewer bytes.
 fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
-        let at_once = slices.len().min(SLICES_PER_WRITE);
-        match file.write_vectored(&slices[..at_once]) {
+        match file.write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => IoSlice::advance_slices(&mut slices, written),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
