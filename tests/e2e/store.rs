@@ -464,25 +464,41 @@ async fn every_metric_type_is_stored_one_row_per_data_point() -> TestResult {
     Ok(())
 }
 
-/// `weft` restarts itself with one jemalloc arena and keeps its process id,
-/// so a supervisor or `kill -9` still reaches the server; settings the user
-/// gave are kept.
+/// `weft` restarts itself with its allocator settings (one jemalloc arena;
+/// glibc keeping the memory zstd's contexts use) and keeps its process id, so
+/// a supervisor or `kill -9` still reaches the server; settings the user gave
+/// are kept.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_runs_with_one_malloc_arena_unless_told_otherwise() -> TestResult {
+async fn the_server_runs_with_its_allocator_settings_unless_told_otherwise() -> TestResult {
     let dir = tempfile::tempdir()?;
     let weft = Weft::start(dir.path(), &[])?;
     let environment = std::fs::read(format!("/proc/{}/environ", weft.pid()))?;
-    let expected = match std::env::var("_RJEM_MALLOC_CONF") {
-        Ok(set) => format!("_RJEM_MALLOC_CONF={set}"),
-        Err(_) => "_RJEM_MALLOC_CONF=narenas:1".to_owned(),
-    };
-    assert!(
-        environment
-            .split(|&byte| byte == 0)
-            .any(|variable| variable == expected.as_bytes()),
-        "{expected} is not in the server's environment"
-    );
+    let defaults = [
+        ("_RJEM_MALLOC_CONF", "narenas:1"),
+        (
+            "GLIBC_TUNABLES",
+            "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728",
+        ),
+    ];
+    for (variable, default) in defaults {
+        let expected = match std::env::var(variable) {
+            Ok(set) => format!("{variable}={set}"),
+            Err(_) => format!("{variable}={default}"),
+        };
+        // glibc's loader reads GLIBC_TUNABLES in place, ending the text at
+        // its first `:` as it goes; what is left of it must still match.
+        let expected = match variable {
+            "GLIBC_TUNABLES" => expected.split(':').next().unwrap_or_default(),
+            _ => &expected,
+        };
+        assert!(
+            environment
+                .split(|&byte| byte == 0)
+                .any(|entry| entry == expected.as_bytes()),
+            "{expected} is not in the server's environment"
+        );
+    }
     let health = weft.client().get(weft.http_url("/healthz")).send().await?;
     assert_eq!(health.status(), 200);
     Ok(())

@@ -9,7 +9,7 @@ use weft_web::server;
 
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
-    limit_malloc_arenas();
+    set_allocator_settings();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -69,22 +69,45 @@ fn unreachable_serve() -> Command {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc makes four arenas per core and a thread keeps to its arena, so
-/// memory freed by one thread's work serves only that arena again: at a
-/// steady 10,000 spans/s `weft serve` peaked at 94–96 MiB resident with the
-/// default and 83 MiB with two arenas, for the same CPU. With the SQL count
-/// of the ingest benchmark, one arena peaked at 89–92 MiB against 96–100
-/// with two, for the same CPU at that rate (README, Performance). jemalloc reads its
-/// settings only as a process starts, so set them and start again: `exec`
-/// keeps the process id, arguments and the rest of the environment. Settings
-/// already given in the variable are left as they are.
+/// Allocator settings the process restarts with at start, each unless the
+/// variable is already set (then the user's value is kept):
+///
+/// - jemalloc makes four arenas per core and a thread keeps to its arena, so
+///   memory freed by one thread's work serves only that arena again: at a
+///   steady 10,000 spans/s `weft serve` peaked at 94–96 MiB resident with the
+///   default and 83 MiB with two arenas, for the same CPU. With the SQL count
+///   of the ingest benchmark, one arena peaked at 89–92 MiB against 96–100
+///   with two, for the same CPU at that rate (README, Performance).
+/// - C code allocates with glibc's `malloc`, not jemalloc: zstd makes a
+///   compression and a decompression context of a few hundred KiB for each
+///   column of each Parquet file. glibc served each from fresh memory (its
+///   own `mmap`, or heap it had given back), so every flush faulted it in
+///   and zeroed it again: half of the server's page faults at 10,000
+///   spans/s. Keeping that memory (no `mmap` under 32 MiB, no trimming under
+///   128 MiB) halved the faults and took 0.976 times the CPU, with a peak RSS
+///   1 MiB higher (README, Performance, session 26).
+///
+/// Both allocators read their settings only as a process starts, so set them
+/// and start again: `exec` keeps the process id, arguments and the rest of
+/// the environment.
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
-fn limit_malloc_arenas() {
-    use std::os::unix::process::CommandExt;
+const ALLOCATOR_SETTINGS: [(&str, &str); 2] = [
     // tikv-jemallocator's jemalloc reads its settings under this prefixed name.
-    const VARIABLE: &str = "_RJEM_MALLOC_CONF";
-    const SETTINGS: &str = "narenas:1";
-    if std::env::var_os(VARIABLE).is_some() {
+    ("_RJEM_MALLOC_CONF", "narenas:1"),
+    (
+        "GLIBC_TUNABLES",
+        "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728",
+    ),
+];
+
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+fn set_allocator_settings() {
+    use std::os::unix::process::CommandExt;
+    let missing: Vec<(&str, &str)> = ALLOCATOR_SETTINGS
+        .into_iter()
+        .filter(|(variable, _)| std::env::var_os(variable).is_none())
+        .collect();
+    if missing.is_empty() {
         return;
     }
     let Ok(executable) = std::env::current_exe() else {
@@ -95,9 +118,9 @@ fn limit_malloc_arenas() {
     if let Some(name) = arguments.next() {
         command.arg0(name);
     }
-    // `exec` returns only if it failed; then run on with jemalloc's defaults.
-    let error = command.args(arguments).env(VARIABLE, SETTINGS).exec();
+    // `exec` returns only if it failed; then run on with the allocators' defaults.
+    let error = command.args(arguments).envs(missing.iter().copied()).exec();
     eprintln!(
-        "weft: could not restart with {VARIABLE}={SETTINGS} ({error}); running with jemalloc's default arenas"
+        "weft: could not restart with {missing:?} ({error}); running with the allocators' defaults"
     );
 }
