@@ -435,22 +435,6 @@ impl<'a> MapRef<'a> {
         let values = self.source.values;
         values.is_valid(entry).then(|| values.value(entry))
     }
-
-    /// Bytes of all keys and of all values: maps that differ mostly differ
-    /// here, which two subtractions tell.
-    fn text_lengths(&self) -> (usize, usize) {
-        let entries = self.entries();
-        (
-            Self::text(self.source.keys, &entries).len(),
-            Self::text(self.source.values, &entries).len(),
-        )
-    }
-
-    /// The keys' (or values') text of all entries, end to end.
-    fn text(array: &'a StringArray, entries: &Range<usize>) -> &'a [u8] {
-        let offsets = array.value_offsets();
-        &array.value_data()[offsets[entries.start] as usize..offsets[entries.end] as usize]
-    }
 }
 
 impl Hash for MapRef<'_> {
@@ -459,26 +443,52 @@ impl Hash for MapRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let entries = self.entries();
         state.write_usize(entries.len());
-        state.write(Self::text(self.source.keys, &entries));
+        state.write(entries_text(self.source.keys, &entries));
         if self.sharing == Sharing::WholeMap {
-            state.write(Self::text(self.source.values, &entries));
+            state.write(entries_text(self.source.values, &entries));
         }
     }
 }
 
 impl PartialEq for MapRef<'_> {
+    // Rows of one resource hold byte-for-byte copies of its map: comparing
+    // the text end to end (one `memcmp`) and then where the entries part it
+    // was a third of the cost of comparing entry by entry, a string at a time.
     fn eq(&self, other: &Self) -> bool {
-        let whole = self.sharing == Sharing::WholeMap;
-        let lengths = |map: &Self| {
-            let (keys, values) = map.text_lengths();
-            (keys, if whole { values } else { 0 })
+        let (entries, other_entries) = (self.entries(), other.entries());
+        let same = |array: &StringArray, other_array: &StringArray| {
+            entries_text(array, &entries) == entries_text(other_array, &other_entries)
+                && same_boundaries(
+                    &array.value_offsets()[entries.start..=entries.end],
+                    &other_array.value_offsets()[other_entries.start..=other_entries.end],
+                )
         };
-        self.entries().len() == other.entries().len()
-            && lengths(self) == lengths(other)
-            && self.entries().zip(other.entries()).all(|(a, b)| {
-                self.key(a) == other.key(b) && (!whole || self.value(a) == other.value(b))
-            })
+        entries.len() == other_entries.len()
+            && same(self.source.keys, other.source.keys)
+            && (self.sharing == Sharing::Keys
+                || (same(self.source.values, other.source.values)
+                    && entries.zip(other_entries).all(|(a, b)| {
+                        self.source.values.is_valid(a) == other.source.values.is_valid(b)
+                    })))
     }
+}
+
+/// The keys' (or values') text of all `entries`, end to end.
+fn entries_text<'t>(array: &'t StringArray, entries: &Range<usize>) -> &'t [u8] {
+    let offsets = array.value_offsets();
+    &array.value_data()[offsets[entries.start] as usize..offsets[entries.end] as usize]
+}
+
+/// Whether two runs of offsets cut their text at the same places.
+fn same_boundaries(offsets: &[i32], other: &[i32]) -> bool {
+    let (Some(&start), Some(&other_start)) = (offsets.first(), other.first()) else {
+        return offsets.len() == other.len();
+    };
+    offsets.len() == other.len()
+        && offsets
+            .iter()
+            .zip(other)
+            .all(|(offset, other_offset)| offset - start == other_offset - other_start)
 }
 
 impl Eq for MapRef<'_> {}
@@ -1084,6 +1094,36 @@ mod tests {
         assert_eq!(read.columns(), sorted.columns());
 
         assert_pages_skip_to_the_same_rows(file, &sorted, 15_000)
+    }
+
+    /// Maps whose text end to end is the same but cut elsewhere, or whose
+    /// values differ only in being empty or null, are told apart.
+    #[test]
+    fn maps_of_the_same_text_cut_elsewhere_are_distinct() -> TestResult {
+        let mut null_value = text("k", "");
+        null_value.value = Some(AnyValue { value: None });
+        let resources = [
+            // Keys "abc" and values "xy" end to end, cut in other places.
+            vec![text("a", "x"), text("bc", "y")],
+            vec![text("ab", "x"), text("c", "y")],
+            vec![text("ab", ""), text("c", "xy")],
+            vec![text("k", "")],
+            vec![null_value],
+            vec![text("k", "v")],
+        ];
+        let batches: Vec<RecordBatch> = (0..2)
+            .map(|request| self::request(&resources, 2_000, request * 12_000))
+            .collect();
+        let (file, metadata) = written(&batches)?;
+        let (encodings, _) = key_leaf(&metadata, spans::RESOURCE_ATTRIBUTES);
+        assert!(
+            encodings.contains(&Encoding::RLE_DICTIONARY),
+            "written by attribute_maps: {encodings:?}"
+        );
+        let sorted = sort_for_storage(Table::Spans, batches)?;
+        let read = concat(Table::Spans, &decode_parquet(file)?)?;
+        assert_eq!(read.columns(), sorted.columns());
+        Ok(())
     }
 
     /// Skipping `skip` rows by the offset index lands on the same rows.
