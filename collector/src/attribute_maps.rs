@@ -451,25 +451,37 @@ impl Hash for MapRef<'_> {
 }
 
 impl PartialEq for MapRef<'_> {
-    // Rows of one resource hold byte-for-byte copies of its map: comparing
-    // the text end to end (one `memcmp`) and then where the entries part it
-    // was a third of the cost of comparing entry by entry, a string at a time.
+    // Rows of one resource hold byte-for-byte copies of its map, so the text
+    // end to end is compared first (one `memcmp`, values first: the maps of
+    // a request's resources mostly have the same keys), and then where the
+    // entries cut it. Against comparing entry by entry, a string at a time:
+    // the lookup in `Distinct::of` fell from 3.1 to 2.7 % of the server's
+    // samples at 10,000 spans/s, and the server took 0.98-0.99 times the CPU
+    // (README, Performance, session 26).
     fn eq(&self, other: &Self) -> bool {
         let (entries, other_entries) = (self.entries(), other.entries());
-        let same = |array: &StringArray, other_array: &StringArray| {
+        let whole = self.sharing == Sharing::WholeMap;
+        let same_text = |array: &StringArray, other_array: &StringArray| {
             entries_text(array, &entries) == entries_text(other_array, &other_entries)
-                && same_boundaries(
-                    &array.value_offsets()[entries.start..=entries.end],
-                    &other_array.value_offsets()[other_entries.start..=other_entries.end],
-                )
         };
+        let same_cuts = |array: &StringArray, other_array: &StringArray| {
+            same_boundaries(
+                &array.value_offsets()[entries.start..=entries.end],
+                &other_array.value_offsets()[other_entries.start..=other_entries.end],
+            )
+        };
+        let (keys, values) = (self.source.keys, self.source.values);
+        let (other_keys, other_values) = (other.source.keys, other.source.values);
         entries.len() == other_entries.len()
-            && same(self.source.keys, other.source.keys)
-            && (self.sharing == Sharing::Keys
-                || (same(self.source.values, other.source.values)
-                    && entries.zip(other_entries).all(|(a, b)| {
-                        self.source.values.is_valid(a) == other.source.values.is_valid(b)
-                    })))
+            && (!whole || same_text(values, other_values))
+            && same_text(keys, other_keys)
+            && same_cuts(keys, other_keys)
+            && (!whole
+                || (same_cuts(values, other_values)
+                    && entries
+                        .clone()
+                        .zip(other_entries.clone())
+                        .all(|(a, b)| values.is_valid(a) == other_values.is_valid(b))))
     }
 }
 
