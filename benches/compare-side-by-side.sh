@@ -21,12 +21,9 @@ NEW="$2"
 ROUNDS="${3:-8}"
 RATE="${4:-10000}"
 SECONDS_PER_RUN="${5:-30}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
-cargo build --release -p weft-benches --bin weft-loadgen
-LOADGEN="$CARGO_TARGET_DIR/release/weft-loadgen"
-
 # shellcheck source=benches/serve.sh
 source benches/serve.sh
+build_loadgen
 DATA="$(mktemp -d)"
 OLD_PID=""
 NEW_PID=""
@@ -37,11 +34,7 @@ cleanup() {
     rm -rf "$DATA"
 }
 trap cleanup EXIT
-# A binary just copied sits in the page cache in large folios that count
-# whole towards its RSS; read from disk, as a deployed binary is.
-for bin in "$OLD" "$NEW"; do
-    dd if="$bin" iflag=nocache count=0 status=none 2>/dev/null || true
-done
+read_from_disk "$OLD" "$NEW"
 
 # start LABEL BINARY: starts a server; sets LABEL_PID, LABEL_GRPC, LABEL_HTTP.
 start() {

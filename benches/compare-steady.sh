@@ -18,19 +18,12 @@ NEW="$2"
 PAIRS="${3:-8}"
 RATE="${4:-10000}"
 SECONDS_PER_RUN="${5:-20}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
-cargo build --release -p weft-benches --bin weft-loadgen
-LOADGEN="$CARGO_TARGET_DIR/release/weft-loadgen"
-
 # shellcheck source=benches/serve.sh
 source benches/serve.sh
+build_loadgen
 trap stop_weft EXIT
 DATA="$(mktemp -d)"
-# A binary just copied sits in the page cache in large folios that count
-# whole towards its RSS; read from disk, as a deployed binary is.
-for bin in "$OLD" "$NEW"; do
-    dd if="$bin" iflag=nocache count=0 status=none 2>/dev/null || true
-done
+read_from_disk "$OLD" "$NEW"
 
 # run LABEL BINARY: one run; prints "LABEL CPU% PEAK_MIB" and appends CPU% to $DATA/LABEL.
 run() {

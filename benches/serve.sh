@@ -24,3 +24,19 @@ stop_weft() {
     kill "$WEFT_PID" 2>/dev/null || true
     wait "$WEFT_PID" 2>/dev/null || true
 }
+
+# build_loadgen: builds weft-loadgen (release) and sets LOADGEN to it.
+build_loadgen() {
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}"
+    cargo build --release -p weft-benches --bin weft-loadgen
+    LOADGEN="$CARGO_TARGET_DIR/release/weft-loadgen"
+}
+
+# read_from_disk BINARY...: a binary just copied sits in the page cache in
+# large folios that count whole towards its RSS; drop it, so it is read
+# from disk as a deployed binary is.
+read_from_disk() {
+    for bin in "$@"; do
+        dd if="$bin" iflag=nocache count=0 status=none 2>/dev/null || true
+    done
+}
