@@ -1101,11 +1101,19 @@ mod tests {
             "24,000 rows, most of 71 entries, in {pages} pages"
         );
 
-        let sorted = sort_for_storage(Table::Spans, batches)?;
-        let read = concat(Table::Spans, &decode_parquet(file.clone())?)?;
-        assert_eq!(read.columns(), sorted.columns());
-
+        let sorted = assert_reads_back_in_storage_order(file.clone(), batches)?;
         assert_pages_skip_to_the_same_rows(file, &sorted, 15_000)
+    }
+
+    /// `file` holds the rows of `batches` in storage order, which it returns.
+    fn assert_reads_back_in_storage_order(
+        file: Bytes,
+        batches: Vec<RecordBatch>,
+    ) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+        let sorted = sort_for_storage(Table::Spans, batches)?;
+        let read = concat(Table::Spans, &decode_parquet(file)?)?;
+        assert_eq!(read.columns(), sorted.columns());
+        Ok(sorted)
     }
 
     /// Maps whose text end to end is the same but cut elsewhere, or whose
@@ -1132,9 +1140,7 @@ mod tests {
             encodings.contains(&Encoding::RLE_DICTIONARY),
             "written by attribute_maps: {encodings:?}"
         );
-        let sorted = sort_for_storage(Table::Spans, batches)?;
-        let read = concat(Table::Spans, &decode_parquet(file)?)?;
-        assert_eq!(read.columns(), sorted.columns());
+        assert_reads_back_in_storage_order(file, batches)?;
         Ok(())
     }
 
