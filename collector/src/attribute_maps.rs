@@ -106,6 +106,10 @@ pub(crate) struct EncodedLeaf {
 }
 
 impl EncodedLeaf {
+    pub(crate) fn new(bytes: Bytes, close: ColumnCloseResult) -> Self {
+        Self { bytes, close }
+    }
+
     pub(crate) fn append_to_row_group<W: Write + Send>(
         self,
         row_group: &mut SerializedRowGroupWriter<'_, W>,
@@ -561,7 +565,7 @@ const SEEN_PER_BATCH: usize = 8;
 
 /// Dedup pays when rows share maps; with more than one distinct map in this
 /// many rows, the column is left to the Arrow writer.
-const MOSTLY_DISTINCT: usize = 4;
+pub(crate) const MOSTLY_DISTINCT: usize = 4;
 
 /// Each distinct map's part of one leaf column: its levels and indices as
 /// bits, how many of each, and the leaf's dictionary.
@@ -680,21 +684,21 @@ impl<'a> LeafPatterns<'a> {
 }
 
 /// Bits to hold `max`, at least one (some readers take a width of 0 badly).
-fn bit_width(max: u64) -> usize {
+pub(crate) fn bit_width(max: u64) -> usize {
     (64 - max.leading_zeros() as usize).max(1)
 }
 
 /// Bits in the order Parquet packs them: the first value in the lowest bits
 /// of the first byte.
 #[derive(Default)]
-struct Bits {
+pub(crate) struct Bits {
     words: Vec<u64>,
     len: usize,
 }
 
 impl Bits {
     /// Appends the low `width` bits of `value`, which has no others set.
-    fn push(&mut self, value: u64, width: usize) {
+    pub(crate) fn push(&mut self, value: u64, width: usize) {
         if width == 0 {
             return;
         }
@@ -729,7 +733,7 @@ impl Bits {
 
     /// `count` values of `width` bits as one bit-packed run of the RLE-hybrid
     /// encoding: a header, then whole groups of eight values, the last padded.
-    fn write_run(&self, count: usize, width: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_run(&self, count: usize, width: usize, out: &mut Vec<u8>) {
         let groups = count.div_ceil(8);
         write_varint(((groups as u64) << 1) | 1, out);
         let bytes = groups * width;
@@ -926,12 +930,12 @@ impl PageBits {
 }
 
 /// Compresses pages as the column's settings say (zstd or nothing).
-struct PageCompressor {
+pub(crate) struct PageCompressor {
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl PageCompressor {
-    fn new(compression: Compression) -> Result<Self, ParquetError> {
+    pub(crate) fn new(compression: Compression) -> Result<Self, ParquetError> {
         let zstd = match compression {
             Compression::UNCOMPRESSED => None,
             Compression::ZSTD(level) => Some(
@@ -947,7 +951,7 @@ impl PageCompressor {
         Ok(Self { zstd })
     }
 
-    fn page(
+    pub(crate) fn page(
         &mut self,
         body: &[u8],
         page: impl FnOnce(Bytes) -> Page,

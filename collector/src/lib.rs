@@ -20,6 +20,7 @@ mod ingest;
 mod memory;
 pub mod sorted;
 pub mod store;
+mod text_columns;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

@@ -39,6 +39,7 @@ use crate::gather::gather;
 use crate::store::{
     ROWS_PER_GROUP, StoreError, Table, concat, flush_writer_properties, writer_properties,
 };
+use crate::text_columns;
 
 /// Row groups with at least this many rows are copied by a merge, not
 /// rewritten. A 1-second flush at 8,192 spans/s or more makes them; smaller
@@ -389,6 +390,14 @@ fn write_sorted<S: ColumnSource + ?Sized, W: Write + Send>(
                 )?
             {
                 group_chunks.extend(encoded.map(Chunk::Encoded));
+                continue;
+            }
+            // Text of few distinct values, which its own writer writes faster too.
+            if let [leaf] = field_leaves
+                && let Some(encoded) =
+                    text_columns::encode(&columns, group, leaf, &properties, page_limits)?
+            {
+                group_chunks.push(Chunk::Encoded(encoded));
                 continue;
             }
             for chunk in group.chunks(WRITE_CHUNK_ROWS) {
