@@ -44,7 +44,9 @@ use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{
     ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats,
 };
+use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::statistics::Statistics;
 use datafusion::parquet::file::writer::{
     SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite,
 };
@@ -106,10 +108,6 @@ pub(crate) struct EncodedLeaf {
 }
 
 impl EncodedLeaf {
-    pub(crate) fn new(bytes: Bytes, close: ColumnCloseResult) -> Self {
-        Self { bytes, close }
-    }
-
     pub(crate) fn append_to_row_group<W: Write + Send>(
         self,
         row_group: &mut SerializedRowGroupWriter<'_, W>,
@@ -763,104 +761,169 @@ fn write_leaf(
     properties: &WriterProperties,
     limits: PageLimits,
 ) -> Result<EncodedLeaf, ParquetError> {
-    let compression = properties.compression(descriptor.path());
-    let mut compressor = PageCompressor::new(compression)?;
-    let mut sink = TrackedWrite::new(Vec::new());
-    let mut pages = SerializedPageWriter::new(&mut sink);
-    let mut offsets = OffsetIndexBuilder::new();
-    let mut uncompressed = 0;
-
-    let mut data_page_offset = 0;
+    let mut chunk = ChunkWriter::new(descriptor, properties)?;
     if let Some(values) = &dictionary.values {
+        chunk.dictionary_page(values)?;
+    }
+    let mut page = PageBits::default();
+    for index in 0..rows {
+        add_row(index, &mut page);
+        let last = index + 1 == rows;
+        if last || page.rows >= limits.rows || page.encoded_bytes(dictionary) >= limits.bytes {
+            chunk.data_page(&page.body(dictionary), page.rows, page.levels)?;
+            page.clear();
+        }
+    }
+    chunk.finish(None, None, true)
+}
+
+/// A leaf column chunk as its pages are written: a plain dictionary page, if
+/// it has one, then v1 data pages of RLE levels and dictionary indices (or
+/// plain values without a dictionary), compressed as the column's settings
+/// say; and its offset index and sizes, for its metadata.
+pub(crate) struct ChunkWriter {
+    descriptor: ColumnDescPtr,
+    compression: Compression,
+    compressor: PageCompressor,
+    sink: TrackedWrite<Vec<u8>>,
+    offsets: OffsetIndexBuilder,
+    has_dictionary: bool,
+    data_page_offset: u64,
+    data_pages: i32,
+    uncompressed: usize,
+    levels: usize,
+    rows: usize,
+}
+
+impl ChunkWriter {
+    pub(crate) fn new(
+        descriptor: &ColumnDescPtr,
+        properties: &WriterProperties,
+    ) -> Result<Self, ParquetError> {
+        let compression = properties.compression(descriptor.path());
+        Ok(Self {
+            descriptor: descriptor.clone(),
+            compression,
+            compressor: PageCompressor::new(compression)?,
+            sink: TrackedWrite::new(Vec::new()),
+            offsets: OffsetIndexBuilder::new(),
+            has_dictionary: false,
+            data_page_offset: 0,
+            data_pages: 0,
+            uncompressed: 0,
+            levels: 0,
+            rows: 0,
+        })
+    }
+
+    /// The dictionary page of `values`, plain; before any data page.
+    pub(crate) fn dictionary_page(&mut self, values: &[&str]) -> Result<(), ParquetError> {
         let mut plain = Vec::new();
         for text in values {
             plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
             plain.extend_from_slice(text.as_bytes());
         }
-        let page = compressor.page(&plain, |buf| Page::DictionaryPage {
+        let page = self.compressor.page(&plain, |buf| Page::DictionaryPage {
             buf,
             num_values: values.len() as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,
         })?;
-        let spec = pages.write_page(page)?;
-        uncompressed += spec.uncompressed_size;
-        data_page_offset = spec.offset + spec.bytes_written;
+        let spec = SerializedPageWriter::new(&mut self.sink).write_page(page)?;
+        self.uncompressed += spec.uncompressed_size;
+        self.data_page_offset = spec.offset + spec.bytes_written;
+        self.has_dictionary = true;
+        Ok(())
     }
-    let (value_encoding, dictionary_page) = match dictionary.values {
-        Some(_) => (Encoding::RLE_DICTIONARY, Some(0)),
-        None => (Encoding::PLAIN, None),
-    };
 
-    let mut page = PageBits::default();
-    let mut data_pages = 0;
-    let mut num_values = 0;
-    for index in 0..rows {
-        add_row(index, &mut page);
-        let last = index + 1 == rows;
-        if last || page.rows >= limits.rows || page.encoded_bytes(dictionary) >= limits.bytes {
-            let body = page.body(dictionary);
-            let page_rows = page.rows;
-            let levels = page.levels;
-            let compressed = compressor.page(&body, |buf| Page::DataPage {
-                buf,
-                num_values: levels as u32,
-                encoding: value_encoding,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: None,
-            })?;
-            let spec = pages.write_page(compressed)?;
-            offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-            offsets.append_row_count(page_rows as i64);
-            uncompressed += spec.uncompressed_size;
-            num_values += levels;
-            data_pages += 1;
-            page.clear();
+    fn value_encoding(&self) -> Encoding {
+        match self.has_dictionary {
+            true => Encoding::RLE_DICTIONARY,
+            false => Encoding::PLAIN,
         }
     }
-    pages.close()?;
-    let bytes_written = sink.bytes_written() as u64;
-    let bytes = Bytes::from(sink.into_inner()?);
 
-    let metadata = ColumnChunkMetaData::builder(descriptor.clone())
-        .set_compression(compression)
-        .set_encodings(match dictionary_page {
-            Some(_) => vec![Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY],
-            None => vec![Encoding::PLAIN, Encoding::RLE],
+    /// A data page of `rows` rows and `levels` levels (one a row for a flat
+    /// column) whose body, uncompressed, is `body`.
+    pub(crate) fn data_page(
+        &mut self,
+        body: &[u8],
+        rows: usize,
+        levels: usize,
+    ) -> Result<(), ParquetError> {
+        let encoding = self.value_encoding();
+        let page = self.compressor.page(body, |buf| Page::DataPage {
+            buf,
+            num_values: levels as u32,
+            encoding,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        })?;
+        let spec = SerializedPageWriter::new(&mut self.sink).write_page(page)?;
+        self.offsets
+            .append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+        self.offsets.append_row_count(rows as i64);
+        self.uncompressed += spec.uncompressed_size;
+        self.levels += levels;
+        self.rows += rows;
+        self.data_pages += 1;
+        Ok(())
+    }
+
+    /// The chunk, with `statistics` and `column_index` if given, and its
+    /// offset index if `offset_index`.
+    pub(crate) fn finish(
+        mut self,
+        statistics: Option<Statistics>,
+        column_index: Option<ColumnIndexMetaData>,
+        offset_index: bool,
+    ) -> Result<EncodedLeaf, ParquetError> {
+        SerializedPageWriter::new(&mut self.sink).close()?;
+        let bytes_written = self.sink.bytes_written() as u64;
+        let value_encoding = self.value_encoding();
+        let dictionary_page = self.has_dictionary.then_some(0);
+        let mut metadata = ColumnChunkMetaData::builder(self.descriptor)
+            .set_compression(self.compression)
+            .set_encodings(match dictionary_page {
+                Some(_) => vec![Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY],
+                None => vec![Encoding::PLAIN, Encoding::RLE],
+            })
+            .set_page_encoding_stats(
+                dictionary_page
+                    .map(|_| PageEncodingStats {
+                        page_type: PageType::DICTIONARY_PAGE,
+                        encoding: Encoding::PLAIN,
+                        count: 1,
+                    })
+                    .into_iter()
+                    .chain([PageEncodingStats {
+                        page_type: PageType::DATA_PAGE,
+                        encoding: value_encoding,
+                        count: self.data_pages,
+                    }])
+                    .collect(),
+            )
+            .set_total_compressed_size(bytes_written as i64)
+            .set_total_uncompressed_size(self.uncompressed as i64)
+            .set_num_values(self.levels as i64)
+            .set_dictionary_page_offset(dictionary_page)
+            .set_data_page_offset(self.data_page_offset as i64);
+        if let Some(statistics) = statistics {
+            metadata = metadata.set_statistics(statistics);
+        }
+        Ok(EncodedLeaf {
+            bytes: Bytes::from(self.sink.into_inner()?),
+            close: ColumnCloseResult {
+                bytes_written,
+                rows_written: self.rows as u64,
+                metadata: metadata.build()?,
+                bloom_filter: None,
+                column_index,
+                offset_index: offset_index.then(|| self.offsets.build()),
+            },
         })
-        .set_page_encoding_stats(
-            dictionary_page
-                .map(|_| PageEncodingStats {
-                    page_type: PageType::DICTIONARY_PAGE,
-                    encoding: Encoding::PLAIN,
-                    count: 1,
-                })
-                .into_iter()
-                .chain([PageEncodingStats {
-                    page_type: PageType::DATA_PAGE,
-                    encoding: value_encoding,
-                    count: data_pages,
-                }])
-                .collect(),
-        )
-        .set_total_compressed_size(bytes_written as i64)
-        .set_total_uncompressed_size(uncompressed as i64)
-        .set_num_values(num_values as i64)
-        .set_dictionary_page_offset(dictionary_page)
-        .set_data_page_offset(data_page_offset as i64)
-        .build()?;
-    Ok(EncodedLeaf {
-        bytes,
-        close: ColumnCloseResult {
-            bytes_written,
-            rows_written: rows as u64,
-            metadata,
-            bloom_filter: None,
-            column_index: None,
-            offset_index: Some(offsets.build()),
-        },
-    })
+    }
 }
 
 /// The rows of one data page so far.
@@ -930,12 +993,12 @@ impl PageBits {
 }
 
 /// Compresses pages as the column's settings say (zstd or nothing).
-pub(crate) struct PageCompressor {
+struct PageCompressor {
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl PageCompressor {
-    pub(crate) fn new(compression: Compression) -> Result<Self, ParquetError> {
+    fn new(compression: Compression) -> Result<Self, ParquetError> {
         let zstd = match compression {
             Compression::UNCOMPRESSED => None,
             Compression::ZSTD(level) => Some(
@@ -951,7 +1014,7 @@ impl PageCompressor {
         Ok(Self { zstd })
     }
 
-    pub(crate) fn page(
+    fn page(
         &mut self,
         body: &[u8],
         page: impl FnOnce(Bytes) -> Page,

@@ -20,20 +20,15 @@
 
 use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::common::HashMap;
-use datafusion::parquet::basic::{BoundaryOrder, Compression, Encoding, PageType, Type};
-use datafusion::parquet::column::page::{Page, PageWriter};
-use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::basic::{BoundaryOrder, Compression, Type};
 use datafusion::parquet::data_type::ByteArray;
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::{
-    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
-};
+use datafusion::parquet::file::metadata::ColumnIndexBuilder;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use datafusion::parquet::file::statistics::{Statistics, ValueStatistics};
-use datafusion::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use datafusion::parquet::schema::types::ColumnDescPtr;
 
-use crate::attribute_maps::{Bits, EncodedLeaf, MOSTLY_DISTINCT, PageCompressor, PageLimits};
+use crate::attribute_maps::{Bits, ChunkWriter, EncodedLeaf, MOSTLY_DISTINCT, PageLimits};
 
 /// The leaf chunk of the text column `columns` (one array per batch) at
 /// `rows`, given as (batch, row); `None` where the Arrow writer is to write
@@ -249,44 +244,18 @@ fn write_pages(
     properties: &WriterProperties,
     limits: PageLimits,
 ) -> Result<EncodedLeaf, ParquetError> {
-    let path = leaf.path();
-    let compression = properties.compression(path);
-    let statistics = properties.statistics_enabled(path);
-    let mut compressor = PageCompressor::new(compression)?;
-    let mut sink = TrackedWrite::new(Vec::new());
-    let mut pages = SerializedPageWriter::new(&mut sink);
-    let mut offsets = OffsetIndexBuilder::new();
+    let statistics = properties.statistics_enabled(leaf.path());
+    let mut chunk = ChunkWriter::new(leaf, properties)?;
     let mut column_index = ColumnIndexBuilder::new(Type::BYTE_ARRAY);
-    let mut uncompressed = 0;
-    let mut data_page_offset = 0;
-
     // A column without a value has no dictionary: its pages are levels only.
     let index_width = (!dictionary.values.is_empty())
         .then(|| crate::attribute_maps::bit_width(dictionary.values.len() as u64 - 1));
     if index_width.is_some() {
-        let mut plain = Vec::new();
-        for text in &dictionary.values {
-            plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            plain.extend_from_slice(text.as_bytes());
-        }
-        let page = compressor.page(&plain, |buf| Page::DictionaryPage {
-            buf,
-            num_values: dictionary.values.len() as u32,
-            encoding: Encoding::PLAIN,
-            is_sorted: false,
-        })?;
-        let spec = pages.write_page(page)?;
-        uncompressed += spec.uncompressed_size;
-        data_page_offset = spec.offset + spec.bytes_written;
+        chunk.dictionary_page(&dictionary.values)?;
     }
-    let value_encoding = match index_width {
-        Some(_) => Encoding::RLE_DICTIONARY,
-        None => Encoding::PLAIN,
-    };
 
     let rows = dictionary.ids.len();
     let mut page = TextPage::new();
-    let mut data_pages = 0;
     let mut nulls = 0;
     let mut chunk_ranks: Option<(u32, u32)> = None;
     // Whether the pages' minimums and maximums never fall (or never rise).
@@ -313,20 +282,7 @@ fn write_pages(
         {
             continue;
         }
-        let body = page.body(nullable, index_width);
-        let compressed = compressor.page(&body, |buf| Page::DataPage {
-            buf,
-            num_values: page.rows as u32,
-            encoding: value_encoding,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        })?;
-        let spec = pages.write_page(compressed)?;
-        offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-        offsets.append_row_count(page.rows as i64);
-        uncompressed += spec.uncompressed_size;
-        data_pages += 1;
+        chunk.data_page(&page.body(nullable, index_width), page.rows, page.rows)?;
         nulls += page.nulls;
         match page.ranks {
             None => column_index.append(true, Vec::new(), Vec::new(), page.nulls as i64),
@@ -350,49 +306,20 @@ fn write_pages(
         }
         page = TextPage::new();
     }
-    pages.close()?;
-    let bytes_written = sink.bytes_written() as u64;
-    let bytes = bytes::Bytes::from(sink.into_inner()?);
 
-    let dictionary_page = index_width.map(|_| 0);
-    let mut metadata = ColumnChunkMetaData::builder(leaf.clone())
-        .set_compression(compression)
-        .set_encodings(match dictionary_page {
-            Some(_) => vec![Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY],
-            None => vec![Encoding::PLAIN, Encoding::RLE],
-        })
-        .set_page_encoding_stats(
-            dictionary_page
-                .map(|_| PageEncodingStats {
-                    page_type: PageType::DICTIONARY_PAGE,
-                    encoding: Encoding::PLAIN,
-                    count: 1,
-                })
-                .into_iter()
-                .chain([PageEncodingStats {
-                    page_type: PageType::DATA_PAGE,
-                    encoding: value_encoding,
-                    count: data_pages,
-                }])
-                .collect(),
-        )
-        .set_total_compressed_size(bytes_written as i64)
-        .set_total_uncompressed_size(uncompressed as i64)
-        .set_num_values(rows as i64)
-        .set_dictionary_page_offset(dictionary_page)
-        .set_data_page_offset(data_page_offset as i64);
-    if statistics != EnabledStatistics::None {
+    let chunk_statistics = (statistics != EnabledStatistics::None).then(|| {
         let value = |rank: u32| ByteArray::from(dictionary.ranked(rank).as_bytes().to_vec());
-        let chunk = ValueStatistics::new(
-            chunk_ranks.map(|(low, _)| value(low)),
-            chunk_ranks.map(|(_, high)| value(high)),
-            None,
-            Some(nulls as u64),
-            false,
+        Statistics::ByteArray(
+            ValueStatistics::new(
+                chunk_ranks.map(|(low, _)| value(low)),
+                chunk_ranks.map(|(_, high)| value(high)),
+                None,
+                Some(nulls as u64),
+                false,
+            )
+            .with_backwards_compatible_min_max(leaf.sort_order().is_signed()),
         )
-        .with_backwards_compatible_min_max(leaf.sort_order().is_signed());
-        metadata = metadata.set_statistics(Statistics::ByteArray(chunk));
-    }
+    });
     let column_index = match statistics {
         EnabledStatistics::Page => {
             column_index.set_boundary_order(match (ascending, descending) {
@@ -404,18 +331,11 @@ fn write_pages(
         }
         _ => None,
     };
-    let offset_index = (!properties.offset_index_disabled()).then(|| offsets.build());
-    Ok(EncodedLeaf::new(
-        bytes,
-        ColumnCloseResult {
-            bytes_written,
-            rows_written: rows as u64,
-            metadata: metadata.build()?,
-            bloom_filter: None,
-            column_index,
-            offset_index,
-        },
-    ))
+    chunk.finish(
+        chunk_statistics,
+        column_index,
+        !properties.offset_index_disabled(),
+    )
 }
 
 #[cfg(test)]
