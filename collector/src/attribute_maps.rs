@@ -1036,32 +1036,20 @@ mod tests {
         ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
     };
     use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
-    use crate::convert::spans::to_record_batch;
     use crate::sorted::{encode_batches_sorted, sort_for_storage};
     use crate::store::{concat, decode_parquet};
+    use crate::test_requests::{leaf_at, metadata_of, numbered_span, request_of, text};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.to_owned())),
-            }),
-            ..Default::default()
-        }
-    }
 
     /// One request of `resources`, each with `spans_each` spans; span ids
     /// and trace ids from `first` on, so requests interleave when sorted.
     fn request(resources: &[Vec<KeyValue>], spans_each: usize, first: usize) -> RecordBatch {
-        request_with(resources, spans_each, first, &|_| Vec::new())
+        request_of(resources, spans_each, first, &numbered_span)
     }
 
     /// [`request`] with the attributes `attributes` gives span number `i`.
@@ -1071,35 +1059,10 @@ mod tests {
         first: usize,
         attributes: &dyn Fn(usize) -> Vec<KeyValue>,
     ) -> RecordBatch {
-        let mut next = first;
-        let resource_spans = resources
-            .iter()
-            .map(|resource| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: resource.clone(),
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: (0..spans_each)
-                        .map(|_| {
-                            next += 1;
-                            Span {
-                                trace_id: (next as u128 * 7919).to_be_bytes().to_vec(),
-                                span_id: (next as u64).to_be_bytes().to_vec(),
-                                name: "s".into(),
-                                attributes: attributes(next),
-                                start_time_unix_nano: 1_700_000_000_000_000_000,
-                                end_time_unix_nano: 1_700_000_000_000_000_100,
-                                ..Default::default()
-                            }
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        to_record_batch(&ExportTraceServiceRequest { resource_spans }).expect("valid test request")
+        request_of(resources, spans_each, first, &|n| Span {
+            attributes: attributes(n),
+            ..numbered_span(n)
+        })
     }
 
     /// Encodings of the key leaf of `column`, and its pages in the first
@@ -1110,11 +1073,7 @@ mod tests {
 
     /// [`key_leaf`] for the `key` or `value` leaf.
     fn leaf(metadata: &ParquetMetaData, column: &str, name: &str) -> (Vec<Encoding>, usize) {
-        let descriptor = metadata.file_metadata().schema_descr();
-        let path = format!("{column}.entries.{name}");
-        let leaf = (0..descriptor.num_columns())
-            .find(|&leaf| descriptor.column(leaf).path().string() == path)
-            .expect("a leaf of that name");
+        let leaf = leaf_at(metadata, &format!("{column}.entries.{name}"));
         let encodings = metadata.row_group(0).column(leaf).encodings().collect();
         let pages = metadata
             .offset_index()
@@ -1126,9 +1085,8 @@ mod tests {
         batches: &[RecordBatch],
     ) -> Result<(Bytes, ParquetMetaData), Box<dyn std::error::Error>> {
         let file = encode_batches_sorted(Table::Spans, batches)?;
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file.clone(), options)?;
-        Ok((file, builder.metadata().as_ref().clone()))
+        let metadata = metadata_of(&file)?;
+        Ok((file, metadata))
     }
 
     #[test]

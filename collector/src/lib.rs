@@ -20,6 +20,8 @@ mod ingest;
 mod memory;
 pub mod sorted;
 pub mod store;
+#[cfg(test)]
+mod test_requests;
 mod text_columns;
 pub mod wal;
 

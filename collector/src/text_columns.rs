@@ -342,91 +342,43 @@ fn write_pages(
 mod tests {
     use bytes::Bytes;
     use datafusion::arrow::array::RecordBatch;
-    use datafusion::parquet::arrow::arrow_reader::{
-        ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    };
     use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-    use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+    use datafusion::parquet::file::metadata::ParquetMetaData;
     use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     use weft_schema::spans;
 
     use super::*;
-    use crate::convert::spans::to_record_batch;
     use crate::sorted::{encode_batches_sorted, sort_for_storage};
     use crate::store::{Table, concat, decode_parquet, flush_writer_properties};
+    use crate::test_requests::{leaf_at, metadata_of, numbered_span, request_of, text};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.to_owned())),
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// A request of four services, 1,000 spans each, with span ids from
-    /// `first` on: five span names, a route on two spans in three, a method
-    /// on every span, a version on two of the services, and never an
-    /// `rpc.system`.
+    /// A request of four services, 1,000 spans each, numbered from `first`
+    /// on: five span names, a route on two spans in three, a method on every
+    /// span, a version on two of the services, and never an `rpc.system`.
     fn request(first: usize) -> RecordBatch {
         let names = ["GET /orders", "POST /pay", "SELECT", "publish", "Äpfel"];
-        let resource_spans = (0..4)
+        let services: Vec<Vec<KeyValue>> = (0..4)
             .map(|service| {
                 let mut attributes = vec![text("service.name", &format!("service-{service}"))];
                 if service % 2 == 0 {
                     attributes.push(text("service.version", &format!("1.{service}")));
                 }
-                ResourceSpans {
-                    resource: Some(Resource {
-                        attributes,
-                        ..Default::default()
-                    }),
-                    scope_spans: vec![ScopeSpans {
-                        spans: (0..1_000)
-                            .map(|i| {
-                                let id = first + service * 1_000 + i;
-                                Span {
-                                    trace_id: ((id as u128 + 1) * 7919).to_be_bytes().to_vec(),
-                                    span_id: (id as u64 + 1).to_be_bytes().to_vec(),
-                                    name: names[id % names.len()].into(),
-                                    attributes: (!id.is_multiple_of(3))
-                                        .then(|| text("http.route", &format!("/r/{}", id % 7)))
-                                        .into_iter()
-                                        .chain([text("http.request.method", "GET")])
-                                        .collect(),
-                                    start_time_unix_nano: 1_700_000_000_000_000_000,
-                                    end_time_unix_nano: 1_700_000_000_000_000_100,
-                                    ..Default::default()
-                                }
-                            })
-                            .collect(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }
+                attributes
             })
             .collect();
-        to_record_batch(&ExportTraceServiceRequest { resource_spans }).expect("valid test request")
-    }
-
-    fn metadata(file: &Bytes) -> Result<ParquetMetaData, Box<dyn std::error::Error>> {
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file.clone(), options)?;
-        Ok(builder.metadata().as_ref().clone())
-    }
-
-    fn leaf_of(metadata: &ParquetMetaData, column: &str) -> usize {
-        let descriptor = metadata.file_metadata().schema_descr();
-        (0..descriptor.num_columns())
-            .find(|&leaf| descriptor.column(leaf).path().string() == column)
-            .expect("a leaf of that name")
+        request_of(&services, 1_000, first, &|n| Span {
+            name: names[n % names.len()].into(),
+            attributes: (!n.is_multiple_of(3))
+                .then(|| text("http.route", &format!("/r/{}", n % 7)))
+                .into_iter()
+                .chain([text("http.request.method", "GET")])
+                .collect(),
+            ..numbered_span(n)
+        })
     }
 
     /// A page's entry in the column index: null page, null count, minimum, maximum.
@@ -466,7 +418,7 @@ mod tests {
 
         let read = concat(Table::Spans, &decode_parquet(ours.clone())?)?;
         assert_eq!(read.columns(), sorted.columns());
-        let (ours, reference) = (metadata(&ours)?, metadata(&reference)?);
+        let (ours, reference) = (metadata_of(&ours)?, metadata_of(&reference)?);
         let index = |metadata: &ParquetMetaData, leaf: usize| {
             metadata
                 .column_index()
@@ -489,7 +441,7 @@ mod tests {
             "http_request_method",
             "rpc_system",
         ] {
-            let leaf = leaf_of(&ours, column);
+            let leaf = leaf_at(&ours, column);
             let (chunk, reference_chunk) = (
                 ours.row_group(0).column(leaf),
                 reference.row_group(0).column(leaf),
