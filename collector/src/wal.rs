@@ -7,21 +7,37 @@
 //!
 //! Segments are numbered. When the buffer is flushed to Parquet, the log moves to
 //! a new segment; once the flush's files are durable, the checkpoint file records
-//! the last flushed segment and older segments are deleted. At start, segments
+//! the last flushed segment and older segments are let go. At start, segments
 //! after the checkpoint are replayed.
 //!
-//! Record framing: `len: u32 LE | crc32(kind + payload): u32 LE | kind: u8 | payload`.
-//! A torn or corrupt tail (a crash mid-write, never acknowledged) ends the replay
-//! of that segment. So nothing may be appended after a torn record: a failed
-//! append is cut off the segment, or, if that fails, the log moves to a new
-//! segment, before the next append is written (see [`Wal::append_and_sync`]).
+//! Segments let go are kept as spares, and the next segments are written over
+//! them ([`Spares`]): a sync of records written over a file's own blocks is
+//! only theirs, where one that grows a file also allocates its blocks and
+//! writes its inode, and deleting a file frees its page cache and blocks.
+//! That was a third of the log's share of the server's CPU (README,
+//! Performance, session 28).
+//!
+//! Record framing: `len: u32 LE | crc32(segment + kind + payload): u32 LE | kind: u8 | payload`,
+//! `segment` the segment's number as 8 bytes LE. A torn or corrupt tail (a
+//! crash mid-write, never acknowledged), or the records a spare held before,
+//! whose checksums are of another segment, end the replay of that segment.
+//! So nothing may be appended after a torn record: a failed append is cut off
+//! the segment, or, if that fails, the log moves to a new segment, before the
+//! next append is written (see [`Wal::append_and_sync`]). Records written
+//! before segments were stamped (checksums of `kind + payload`) are read as
+//! well; their segments are deleted, never written over.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const SEGMENT_PREFIX: &str = "segment-";
+const SPARE_PREFIX: &str = "spare-";
 const SEGMENT_SUFFIX: &str = ".wal";
+/// Spares kept: a flush takes one when it starts the next segment and gives
+/// one back when its checkpoint lets the previous segment go, so two cover a
+/// flush under way; more hold disk for nothing.
+const MAX_SPARES: usize = 3;
 const CHECKPOINT_FILE: &str = "checkpoint";
 /// Length and checksum; the length counts the kind byte and the payload.
 const HEADER_LEN: usize = 8;
@@ -73,40 +89,74 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{SEGMENT_PREFIX}{segment:013}{SEGMENT_SUFFIX}"))
 }
 
+fn spare_path(dir: &Path, spare: u64) -> PathBuf {
+    dir.join(format!("{SPARE_PREFIX}{spare:013}{SEGMENT_SUFFIX}"))
+}
+
+/// The checksum of a record of `segment`.
+fn stamped_crc(segment: u64, kind: u8, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&segment.to_le_bytes());
+    hasher.update(&[kind]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The checksum of a record written before records were stamped with their segment.
+fn unstamped_crc(kind: u8, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))
 }
 
-/// The segments present in `dir`, oldest first.
-pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
-    let mut segments = Vec::new();
+/// The numbers of the files in `dir` named `{prefix}{number}.wal`, in order.
+fn list_numbered(dir: &Path, prefix: &str) -> Result<Vec<u64>, WalError> {
+    let mut numbers = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_at(dir))? {
         let entry = entry.map_err(io_at(dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(number) = name
-            .strip_prefix(SEGMENT_PREFIX)
+            .strip_prefix(prefix)
             .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
             && let Ok(number) = number.parse()
         {
-            segments.push(number);
+            numbers.push(number);
         }
     }
-    segments.sort_unstable();
-    Ok(segments)
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
-/// Reads every intact record of a segment.
-pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
-    let path = segment_path(dir, segment);
-    let mut bytes = Vec::new();
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_at(&path))?;
+/// The segments present in `dir`, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+    list_numbered(dir, SEGMENT_PREFIX)
+}
+
+/// How a segment's first record is checksummed: what decides whether the
+/// segment may be written over once it is let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    /// No intact record, so nothing to be mistaken for one later.
+    Empty,
+    Stamped,
+    /// Written by a Weft from before segments were reused.
+    Unstamped,
+}
+
+/// The intact records at the start of `bytes`, the segment `segment`'s
+/// contents, and how many bytes follow them.
+fn parse_segment(segment: u64, bytes: &[u8]) -> (Vec<Record>, Stamp, usize) {
     let mut records = Vec::new();
-    let mut rest = bytes.as_slice();
+    let mut stamp = Stamp::Empty;
+    let mut rest = bytes;
     while rest.len() >= HEADER_LEN {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -117,20 +167,44 @@ pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
         let Some(signal) = Signal::from_byte(body[0]) else {
             break;
         };
-        if crc32fast::hash(body) != crc {
+        let payload = &body[1..];
+        let this = if stamped_crc(segment, body[0], payload) == crc {
+            Stamp::Stamped
+        } else if unstamped_crc(body[0], payload) == crc {
+            Stamp::Unstamped
+        } else {
             break;
+        };
+        if stamp == Stamp::Empty {
+            stamp = this;
         }
         records.push(Record {
             signal,
-            payload: body[1..].to_vec(),
+            payload: payload.to_vec(),
         });
         rest = &rest[HEADER_LEN + len..];
     }
-    if !rest.is_empty() {
-        tracing::warn!(
+    (records, stamp, rest.len())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, WalError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_at(path))?;
+    Ok(bytes)
+}
+
+/// Reads every intact record of a segment.
+pub fn read_segment(dir: &Path, segment: u64) -> Result<Vec<Record>, WalError> {
+    let (records, _, ignored_bytes) =
+        parse_segment(segment, &read_file(&segment_path(dir, segment))?);
+    if ignored_bytes > 0 {
+        // Usual for a segment written over a spare, whose older records follow.
+        tracing::debug!(
             segment,
-            ignored_bytes = rest.len(),
-            "write-ahead log segment ends in a torn record; it was never acknowledged"
+            ignored_bytes,
+            "write-ahead log segment ends in a torn record or a spare's older records; neither was acknowledged"
         );
     }
     Ok(records)
@@ -149,7 +223,8 @@ pub fn read_checkpoint(dir: &Path) -> Result<u64, WalError> {
     }
 }
 
-/// Records that every segment up to `segment` is in Parquet, then deletes them.
+/// Records that every segment up to `segment` is in Parquet, then lets them
+/// go: kept as spares while fewer than [`MAX_SPARES`] are, else deleted.
 pub fn checkpoint(dir: &Path, segment: u64) -> Result<(), WalError> {
     let path = dir.join(CHECKPOINT_FILE);
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
@@ -161,13 +236,42 @@ pub fn checkpoint(dir: &Path, segment: u64) -> Result<(), WalError> {
     }
     fs::rename(&tmp, &path).map_err(io_at(&path))?;
     sync_dir(dir)?;
+    let mut spares = list_numbered(dir, SPARE_PREFIX)?.len();
     for old in list_segments(dir)? {
-        if old <= segment {
-            let old_path = segment_path(dir, old);
+        if old > segment {
+            continue;
+        }
+        let old_path = segment_path(dir, old);
+        if spares < MAX_SPARES && may_be_written_over(&old_path, old)? {
+            // The spare keeps the segment's number, so no two spares share a name.
+            let spare = spare_path(dir, old);
+            fs::rename(&old_path, &spare).map_err(io_at(&spare))?;
+            spares += 1;
+        } else {
             fs::remove_file(&old_path).map_err(io_at(&old_path))?;
         }
     }
     Ok(())
+}
+
+/// Whether records written over the segment at `path` would be read back
+/// alone: its own records, stamped with its number, fail the checksum of any
+/// other segment; records from before stamping would not.
+fn may_be_written_over(path: &Path, segment: u64) -> Result<bool, WalError> {
+    let mut file = File::open(path).map_err(io_at(path))?;
+    // The first header, then the record it gives the length of.
+    let mut first = Vec::with_capacity(HEADER_LEN);
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut first)
+        .map_err(io_at(path))?;
+    if let Some(len) = first.first_chunk::<4>().map(|len| u32::from_le_bytes(*len)) {
+        file.take(u64::from(len).min(MAX_RECORD_LEN as u64))
+            .read_to_end(&mut first)
+            .map_err(io_at(path))?;
+    }
+    let (_, stamp, _) = parse_segment(segment, &first);
+    Ok(stamp != Stamp::Unstamped)
 }
 
 /// Writes all of `slices` in order, as `write_all` writes one: a `writev`
@@ -208,13 +312,18 @@ impl Wal {
         Self::open_segment(dir, last + 1)
     }
 
+    /// Starts segment `segment`: written over a spare if there is one, else
+    /// a new file. Either way the file's cursor is at 0.
     fn open_segment(dir: &Path, segment: u64) -> Result<Self, WalError> {
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let mut options = OpenOptions::new();
+        options.write(true);
+        match list_numbered(dir, SPARE_PREFIX)?.first() {
+            Some(&spare) => fs::rename(spare_path(dir, spare), &path).map_err(io_at(&path))?,
+            None => drop(options.create_new(true)),
+        }
+        let file = options.open(&path).map_err(io_at(&path))?;
+        // The segment's name must last before its first record is acknowledged.
         sync_dir(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -255,13 +364,11 @@ impl Wal {
                 path: self.path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record larger than 4 GiB"),
             })?;
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&[*signal as u8]);
-            hasher.update(payload);
+            let crc = stamped_crc(self.segment, *signal as u8, payload);
             // The header, then the signal, the first byte of the body.
             let mut header = [0u8; HEADER_LEN + 1];
             header[..4].copy_from_slice(&len.to_le_bytes());
-            header[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+            header[4..8].copy_from_slice(&crc.to_le_bytes());
             header[8] = *signal as u8;
             headers.push(header);
         }
@@ -294,13 +401,15 @@ impl Wal {
     }
 
     /// Removes what a failed append left: cuts the segment back to its synced
-    /// records or, if that fails, starts a new segment (replay then stops at
-    /// the old one's torn tail, after its last synced record).
+    /// records, the next append to go right after them, or, if that fails,
+    /// starts a new segment (replay then stops at the old one's torn tail,
+    /// after its last synced record).
     fn repair(&mut self) -> Result<(), WalError> {
         let cut = self
             .file
             .set_len(self.synced_len)
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.seek(SeekFrom::Start(self.synced_len)).map(drop));
         match cut {
             Ok(()) => self.torn = false,
             Err(error) => {
@@ -443,17 +552,87 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_deletes_flushed_segments() -> Result<(), Box<dyn std::error::Error>> {
+    fn checkpoint_keeps_flushed_segments_as_spares_up_to_a_limit()
+    -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let mut wal = Wal::create(dir.path())?;
+        for closed in 1..=MAX_SPARES as u64 + 1 {
+            assert_eq!(wal.rotate()?, closed);
+        }
+        checkpoint(dir.path(), MAX_SPARES as u64 + 1)?;
+        assert_eq!(read_checkpoint(dir.path())?, MAX_SPARES as u64 + 1);
+        assert_eq!(list_segments(dir.path())?, vec![MAX_SPARES as u64 + 2]);
+        let spares = list_numbered(dir.path(), SPARE_PREFIX)?;
+        assert_eq!(spares, (1..=MAX_SPARES as u64).collect::<Vec<_>>());
+        // A restart continues after both the checkpoint and the open segment,
+        // over a spare.
+        let reopened = Wal::create(dir.path())?;
+        assert_eq!(reopened.segment(), MAX_SPARES as u64 + 3);
+        assert_eq!(list_numbered(dir.path(), SPARE_PREFIX)?, spares[1..]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_segment_written_over_a_spare_reads_back_only_its_own_records()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut wal = Wal::create(dir.path())?;
+        let old: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        wal.append_and_sync(old.iter().map(|p| (Signal::Traces, p.as_slice())))?;
+        wal.append_and_sync([(Signal::Metrics, b"later".as_slice())])?;
         assert_eq!(wal.rotate()?, 1);
+        checkpoint(dir.path(), 1)?;
+        assert_eq!(wal.rotate()?, 2);
+        // Segment 3 is segment 1's file: its records are all still there.
+        let path = segment_path(dir.path(), 3);
+        assert_eq!(fs::metadata(&path)?.len(), 4 * (9 + 1000) + 9 + 5);
+        assert!(list_numbered(dir.path(), SPARE_PREFIX)?.is_empty());
+
+        // One record over the first of the old ones, then one that ends
+        // exactly where an old record began.
+        wal.append_and_sync([(Signal::Traces, b"new".as_slice())])?;
+        assert_eq!(
+            read_segment(dir.path(), 3)?,
+            vec![Record {
+                signal: Signal::Traces,
+                payload: b"new".to_vec()
+            }]
+        );
+        let filler = vec![7u8; 1000 - 12];
+        wal.append_and_sync([(Signal::Metrics, filler.as_slice())])?;
+        let read = read_segment(dir.path(), 3)?;
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].payload, filler);
+        assert_eq!(fs::metadata(&path)?.len(), 4 * (9 + 1000) + 9 + 5);
+        Ok(())
+    }
+
+    #[test]
+    fn unstamped_segments_are_read_and_never_written_over() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        // As a Weft from before stamps wrote it.
+        let mut unstamped = Vec::new();
+        for payload in [b"one".as_slice(), b"two"] {
+            unstamped.extend_from_slice(&(payload.len() as u32 + 1).to_le_bytes());
+            unstamped
+                .extend_from_slice(&unstamped_crc(Signal::Traces as u8, payload).to_le_bytes());
+            unstamped.push(Signal::Traces as u8);
+            unstamped.extend_from_slice(payload);
+        }
+        fs::write(segment_path(dir.path(), 1), &unstamped)?;
+        let payloads: Vec<Vec<u8>> = read_segment(dir.path(), 1)?
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(payloads, [b"one".to_vec(), b"two".to_vec()]);
+
+        let mut wal = Wal::create(dir.path())?;
+        wal.append_and_sync([(Signal::Traces, b"three".as_slice())])?;
         assert_eq!(wal.rotate()?, 2);
         checkpoint(dir.path(), 2)?;
-        assert_eq!(read_checkpoint(dir.path())?, 2);
-        assert_eq!(list_segments(dir.path())?, vec![3]);
-        // A restart continues after both the checkpoint and the open segment.
-        let reopened = Wal::create(dir.path())?;
-        assert_eq!(reopened.segment(), 4);
+        // Segment 2 is kept to be written over; segment 1 is not.
+        assert_eq!(list_numbered(dir.path(), SPARE_PREFIX)?, vec![2]);
         Ok(())
     }
 }
