@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use std::sync::Arc;
 use weft_schema::AttributeType;
 
+use super::sizing::Sizes;
 use super::wire::{KeyValueView, ValueView};
 
 /// Renders a value as stored in an `…attributes` map, with its type.
@@ -268,6 +269,34 @@ impl AttributeColumns {
             values: map_builder(rows, entries),
             // Most values are strings, which have no type entry.
             types: map_builder(rows, entries / 4),
+        }
+    }
+
+    /// Builders for `rows` rows of the columns `values_path` and
+    /// `types_path`, as large as they were in the last batch (see
+    /// [`Sizes`]), or of about `entries_per_row` attributes the first time.
+    pub fn sized(
+        sizes: &Sizes,
+        values_path: &str,
+        types_path: &str,
+        rows: usize,
+        entries_per_row: usize,
+    ) -> Self {
+        let map = |path: &str, entries_per_row: usize| {
+            let text = |part: &str| {
+                let guess = (entries_per_row, entries_per_row * TEXT_BYTES_GUESS);
+                sizes.text(&format!("{path}.{part}"), rows, guess)
+            };
+            let (key, value) = (
+                weft_schema::ATTRIBUTE_MAP_KEY,
+                weft_schema::ATTRIBUTE_MAP_VALUE,
+            );
+            MapBuilder::with_capacity(Some(map_field_names()), text(key), text(value), rows)
+        };
+        Self {
+            values: map(values_path, entries_per_row),
+            // Most values are strings, which have no type entry.
+            types: map(types_path, entries_per_row / 4),
         }
     }
 

@@ -4,6 +4,7 @@
 mod attributes;
 mod hex;
 pub mod metrics;
+mod sizing;
 pub mod spans;
 pub mod validate;
 pub mod wire;
@@ -14,7 +15,8 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
-/// `columns` as a batch of `schema`, each buffer cut down to what its values use.
+/// `columns` as a batch of `schema`, each column's buffers cut down to what
+/// its values use if they hold more than a sixteenth over.
 ///
 /// Builders grow by doubling from guessed capacities, so a fresh batch held
 /// 1.75 times the bytes its values need (1,963 against 1,124 per span of the
@@ -26,7 +28,12 @@ pub(crate) fn fitted_batch(
     mut columns: Vec<ArrayRef>,
 ) -> Result<RecordBatch, ArrowError> {
     for column in &mut columns {
-        column.shrink_to_fit();
+        // Cutting down copies; builders sized from the last batch
+        // (`sizing`) seldom leave enough over to be worth it.
+        let used = column.to_data().get_slice_memory_size()?;
+        if column.get_buffer_memory_size() > used + used / 16 {
+            column.shrink_to_fit();
+        }
     }
     RecordBatch::try_new(schema, columns)
 }

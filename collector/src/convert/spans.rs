@@ -21,6 +21,7 @@ use weft_schema::spans::{self, PROMOTED, Source};
 
 use super::attributes::{AttributeColumns, SharedAttributes, find, find_view, with_view_text};
 use super::hex::append_hex;
+use super::sizing::{LastBatch, Sizes};
 use super::validate;
 use super::wire::{
     EventView, Group, KeyValueView, LinkView, ResourceView, ScopeView, SpanView, ValueView,
@@ -171,7 +172,7 @@ pub fn protobufs_to_record_batch(requests: &[&[u8]]) -> Result<RecordBatch, Conv
                     .zip(counts)
                     .map(move |(scope, rows)| (resource, scope, *rows))
             });
-    let mut builder = SpanBatchBuilder::with_capacity(spans.len(), repeated);
+    let mut builder = SpanBatchBuilder::with_capacity(spans.len(), repeated, &LAST_BATCH.sizes());
     let mut span = SpanView::default();
     for place in &spans {
         span.read(place.message)?;
@@ -187,8 +188,14 @@ pub fn protobufs_to_record_batch(requests: &[&[u8]]) -> Result<RecordBatch, Conv
         let (resource, resource_promoted, scopes) = &resources[place.resource];
         builder.append(resource, resource_promoted, &scopes[place.scope], &span)?;
     }
-    Ok(builder.finish()?)
+    let batch = builder.finish()?;
+    LAST_BATCH.remember(&batch);
+    Ok(batch)
 }
+
+/// What the columns held per row in the last batch converted, for the
+/// next batch's builders to start as large.
+static LAST_BATCH: LazyLock<LastBatch> = LazyLock::new(LastBatch::default);
 
 /// Converts every span of `request` (already validated) into one batch.
 pub fn to_record_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch, ConvertError> {
@@ -344,15 +351,26 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn with_capacity(spans: usize) -> Self {
+    fn sized(sizes: &Sizes, spans: usize) -> Self {
         let mut offsets = Vec::with_capacity(spans + 1);
         offsets.push(0);
+        let path = |field: &str| format!("{}.{field}", spans::EVENTS);
         Self {
             offsets,
-            time: timestamp_builder(spans),
-            name: StringBuilder::new(),
-            attributes: AttributeColumns::with_capacity(spans, 1),
-            dropped_attributes_count: UInt32Builder::new(),
+            time: timestamp_builder(sizes.items(&path(spans::event::TIME), spans, 1)),
+            name: sizes.text(&path(spans::event::NAME), spans, (1, 16)),
+            attributes: AttributeColumns::sized(
+                sizes,
+                &path(spans::ATTRIBUTES),
+                &path(spans::ATTRIBUTE_TYPES),
+                spans,
+                1,
+            ),
+            dropped_attributes_count: UInt32Builder::with_capacity(sizes.items(
+                &path(spans::DROPPED_ATTRIBUTES_COUNT),
+                spans,
+                1,
+            )),
         }
     }
 
@@ -395,17 +413,27 @@ struct LinkColumns {
 }
 
 impl LinkColumns {
-    fn with_capacity(spans: usize) -> Self {
+    fn sized(sizes: &Sizes, spans: usize) -> Self {
         let mut offsets = Vec::with_capacity(spans + 1);
         offsets.push(0);
+        let path = |field: &str| format!("{}.{field}", spans::LINKS);
+        let items = |field: &str| sizes.items(&path(field), spans, 0);
         Self {
             offsets,
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            trace_state: StringBuilder::new(),
-            flags: UInt32Builder::new(),
-            attributes: AttributeColumns::with_capacity(0, 0),
-            dropped_attributes_count: UInt32Builder::new(),
+            trace_id: sizes.text(&path(spans::link::TRACE_ID), spans, (0, 0)),
+            span_id: sizes.text(&path(spans::link::SPAN_ID), spans, (0, 0)),
+            trace_state: sizes.text(&path(spans::link::TRACE_STATE), spans, (0, 0)),
+            flags: UInt32Builder::with_capacity(items(spans::link::FLAGS)),
+            attributes: AttributeColumns::sized(
+                sizes,
+                &path(spans::ATTRIBUTES),
+                &path(spans::ATTRIBUTE_TYPES),
+                spans,
+                0,
+            ),
+            dropped_attributes_count: UInt32Builder::with_capacity(items(
+                spans::DROPPED_ATTRIBUTES_COUNT,
+            )),
         }
     }
 
@@ -501,12 +529,13 @@ struct SpanBatchBuilder {
 impl SpanBatchBuilder {
     /// Builders for `rows` spans; `repeated` says how many of them each
     /// resource and scope has, for the columns that repeat theirs to be
-    /// sized exactly.
+    /// sized exactly; the others are as large as the last batch's `sizes`.
     fn with_capacity<'r, 'a: 'r>(
         rows: usize,
         repeated: impl Iterator<Item = (&'r ResourceContext<'a>, &'r ScopeContext<'a>, usize)> + Clone,
+        sizes: &Sizes,
     ) -> Self {
-        let text = || StringBuilder::with_capacity(rows, rows * 16);
+        let text = |column: &str| sizes.text(column, rows, (1, 16));
         let repeated_text = |bytes: fn(&ResourceContext<'_>, &ScopeContext<'_>) -> usize| {
             let bytes = repeated
                 .clone()
@@ -519,15 +548,15 @@ impl SpanBatchBuilder {
             trace_id: StringBuilder::with_capacity(rows, rows * 32),
             span_id: StringBuilder::with_capacity(rows, rows * 16),
             parent_span_id: StringBuilder::with_capacity(rows, rows * 16),
-            trace_state: StringBuilder::new(),
+            trace_state: text(spans::TRACE_STATE),
             flags: UInt32Builder::with_capacity(rows),
-            name: text(),
-            kind: text(),
+            name: text(spans::NAME),
+            kind: text(spans::KIND),
             start_time: timestamp_builder(rows),
             end_time: timestamp_builder(rows),
             duration_ns: Int64Builder::with_capacity(rows),
-            status_code: text(),
-            status_message: StringBuilder::new(),
+            status_code: text(spans::STATUS_CODE),
+            status_message: text(spans::STATUS_MESSAGE),
             service_name: repeated_text(|resource, _| resource.service_name.len()),
             promoted: PROMOTED
                 .iter()
@@ -535,15 +564,21 @@ impl SpanBatchBuilder {
                     if p.integer {
                         PromotedColumn::Int(Int64Builder::with_capacity(rows))
                     } else {
-                        PromotedColumn::Text(StringBuilder::new())
+                        PromotedColumn::Text(text(p.column))
                     }
                 })
                 .collect(),
-            attributes: AttributeColumns::with_capacity(rows, 8),
+            attributes: AttributeColumns::sized(
+                sizes,
+                spans::ATTRIBUTES,
+                spans::ATTRIBUTE_TYPES,
+                rows,
+                8,
+            ),
             dropped_attributes_count: UInt32Builder::with_capacity(rows),
-            events: EventColumns::with_capacity(rows),
+            events: EventColumns::sized(sizes, rows),
             dropped_events_count: UInt32Builder::with_capacity(rows),
-            links: LinkColumns::with_capacity(rows),
+            links: LinkColumns::sized(sizes, rows),
             dropped_links_count: UInt32Builder::with_capacity(rows),
             resource_attributes: AttributeColumns::for_repeated(
                 repeated
